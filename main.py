@@ -1,0 +1,86 @@
+"""Dark-field cover-glass inspection station: the single command-line entry.
+
+Each package contributes its subcommands through `<package>.cli.register`; this file only wires
+them up, sets up logging and turns known errors into one clear line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+
+# Modules whose `register(subparsers)` adds working subcommands, in --help order.
+COMMAND_MODULES = (
+    "recordings.cli",
+)
+
+EXIT_ERROR = 2
+log = logging.getLogger("station")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py",
+        description="Dark-field inspection station for smartphone cover glass.",
+        epilog="Exit status: 0 success (all samples PASS), 1 a FAIL verdict or failed check, "
+               "2 an error.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on the console")
+    parser.add_argument("--log-dir", type=Path, default=Path("logs"),
+                        help="folder of the rotating log file station.log (default: ./logs)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def setup_logging(verbose: bool, log_dir: Path) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(console)
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        file = RotatingFileHandler(log_dir / "station.log", maxBytes=5_000_000, backupCount=5)
+    except OSError as exc:
+        log.warning("no log file in %s (%s); logging to the console only", log_dir, exc)
+        return
+    file.setLevel(logging.DEBUG)
+    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(file)
+    for noisy in ("matplotlib", "PIL", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message is meant for the user: printed as one line, no traceback."""
+    from recordings.errors import RecordingError
+    from rig.config import ConfigError
+
+    return (RecordingError, ConfigError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.log_dir)
+    log.debug("command line: %s", sys.argv)
+    try:
+        return int(args.func(args) or 0)
+    except known_errors() as exc:
+        log.debug("error", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

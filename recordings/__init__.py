@@ -1,0 +1,22 @@
+"""The on-disk recording format: the contract between rig, inference and the GUI.
+
+Imports nothing from the station's other packages. See docs/recording-format.md.
+"""
+
+from recordings.errors import RecordingError
+from recordings.reader import Recording, Roi, open_recording
+from recordings.schema import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    DetectedObject,
+    DetectionResults,
+    RoiTruth,
+)
+from recordings.verify import VerifyReport, verify_recording
+from recordings.writer import RecordingWriter, add_results
+
+__all__ = [
+    "FORMAT_NAME", "FORMAT_VERSION", "DetectedObject", "DetectionResults", "Recording",
+    "RecordingError", "RecordingWriter", "Roi", "RoiTruth", "VerifyReport", "add_results",
+    "open_recording", "verify_recording",
+]

@@ -1,0 +1,69 @@
+"""Integrity check: structure, attributes and the per-RoI checksum of the raw data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from recordings import schema
+from recordings.errors import RecordingError
+from recordings.reader import Recording
+from recordings.writer import raw_checksum
+
+REQUIRED_ROI_ATTRS = ("bayer_pattern", "bit_depth", "azimuths_deg", "stage_xy_mm", "origin_px",
+                      "pixel_size_mm", "exposure_us", "timestamps_s", "frame_ids")
+
+
+@dataclass
+class VerifyReport:
+    path: Path
+    status: str = ""
+    rois_ok: list[int] = field(default_factory=list)
+    missing_rois: list[int] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        if not self.ok:
+            return f"FAILED  {self.path}: " + "; ".join(self.problems)
+        extra = f", missing RoIs {self.missing_rois}" if self.missing_rois else ""
+        return f"OK      {self.path}: {self.status}, {len(self.rois_ok)} RoIs verified{extra}"
+
+
+def verify_recording(path: str | Path) -> VerifyReport:
+    report = VerifyReport(Path(path))
+    try:
+        rec = Recording(path)
+    except RecordingError as exc:
+        report.problems.append(str(exc))
+        return report
+    with rec:
+        report.status = rec.status
+        ids = rec.roi_ids()
+        report.missing_rois = [i for i in range(rec.n_rois) if i not in ids]
+        if rec.status == schema.STATUS_COMPLETE and report.missing_rois:
+            report.problems.append(f"marked complete but RoIs {report.missing_rois} are missing")
+        for roi in rec.rois():
+            missing = [a for a in REQUIRED_ROI_ATTRS if a not in roi.group.attrs]
+            if missing:
+                report.problems.append(f"RoI {roi.index}: missing attributes {missing}")
+                continue
+            try:
+                raw = roi.raw[()]
+            except OSError as exc:
+                report.problems.append(f"RoI {roi.index}: raw data unreadable ({exc})")
+                continue
+            if raw.dtype != np.uint16 or raw.ndim != 3:
+                report.problems.append(f"RoI {roi.index}: raw is {raw.dtype} {raw.shape}")
+            elif raw_checksum(raw) != roi.group.attrs["checksum"]:
+                report.problems.append(f"RoI {roi.index}: checksum mismatch (raw data corrupted)")
+            elif int(raw.max(initial=0)) >= 1 << schema.BIT_DEPTH:
+                report.problems.append(f"RoI {roi.index}: values above {schema.BIT_DEPTH} bits")
+            else:
+                report.rois_ok.append(roi.index)
+    return report

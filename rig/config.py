@@ -1,0 +1,201 @@
+"""Station configuration: one TOML file per station, validated on load.
+
+Every number in DESIGN.md is a default here and a setting in the file. Validation errors are
+turned into one message per problem naming the key, the bad value and what is allowed, so an
+operator can fix the file without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+BUNDLED_PROFILES = ("sim",)
+
+
+class ConfigError(Exception):
+    """A station file that cannot be used; the message says what to change."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Positive = Annotated[float, Field(gt=0)]
+
+
+class StationInfo(_Section):
+    name: str = "sim-bench"
+    description: str = ""
+
+
+class StageSettings(_Section):
+    """XY translator. `port = "sim"` starts the GRBL emulator on a pseudo-terminal."""
+
+    controller: Literal["grbl"] = "grbl"
+    port: str = "sim"
+    baudrate: int = Field(115200, gt=0)
+    max_speed_mm_s: Positive = 50.0
+    acceleration_mm_s2: Positive = 500.0
+    x_limits_mm: tuple[float, float] = (0.0, 200.0)
+    y_limits_mm: tuple[float, float] = (0.0, 250.0)
+    sample_origin_mm: tuple[float, float] = Field(
+        (20.0, 20.0), description="stage position that puts the sample's corner at the optical axis"
+    )
+    settle_s: float = Field(0.05, ge=0)
+    home_on_open: bool = True
+    rehome_after_alarm: bool = True
+    command_timeout_s: Positive = 2.0
+
+    @model_validator(mode="after")
+    def _limits_ordered(self) -> StageSettings:
+        for name in ("x_limits_mm", "y_limits_mm"):
+            lo, hi = getattr(self, name)
+            if lo >= hi:
+                raise ValueError(f"{name}: lower limit {lo} must be below upper limit {hi}")
+        return self
+
+
+class LightSettings(_Section):
+    """Ring illuminator: 12 facets, 6 states (facets k and k+6)."""
+
+    port: str = "sim"
+    baudrate: int = Field(115200, gt=0)
+    facet_levels: tuple[int, ...] = Field((255,) * 12, description="PWM 0..255 per facet")
+    trigger_pulse_us: int = Field(100, gt=0, le=100_000)
+    command_timeout_s: Positive = 1.0
+
+    @model_validator(mode="after")
+    def _twelve_levels(self) -> LightSettings:
+        if len(self.facet_levels) != 12 or not all(0 <= v <= 255 for v in self.facet_levels):
+            raise ValueError("facet_levels must be 12 integers in 0..255")
+        return self
+
+
+class CameraSettings(_Section):
+    backend: Literal["sim", "pylon", "genicam"] = "sim"
+    serial: str = Field("", description="camera serial number; empty = first camera found")
+    cti: str = Field("", description="GenTL producer (.cti) for the genicam backend")
+    width: int = Field(3504, gt=0, multiple_of=2)
+    height: int = Field(3120, gt=0, multiple_of=2)
+    pixel_format: Literal["BayerGR12"] = "BayerGR12"
+    exposure_us: Positive = 20000.0
+    gain_db: float = Field(0.0, ge=0, le=48)
+    trigger: Literal["hardware", "software"] = "hardware"
+    black_level_dn: int = Field(64, ge=0, lt=4096)
+    readout_s: float = Field(0.06, ge=0, description="sensor readout + transfer per frame")
+    frame_timeout_margin_s: float = Field(1.0, ge=0)
+
+
+class SampleSettings(_Section):
+    width_mm: Positive = 72.0
+    length_mm: Positive = 150.0
+    corner_radius_mm: float = Field(6.0, ge=0)
+
+
+class ScanSettings(_Section):
+    columns: int = Field(2, ge=1, le=50)
+    rows: int = Field(5, ge=1, le=50)
+    min_overlap_px: int = Field(256, ge=0)
+    pixel_size_mm: Positive = 0.0114
+    states: int = Field(6, ge=1, le=6)
+
+
+class DetectorSettings(_Section):
+    model: str = Field("", description="weights file (.safetensors); empty = bundled model")
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    tile_px: int = Field(1024, ge=64, multiple_of=32)
+    tile_overlap_px: int = Field(256, ge=0)
+    batch_size: int = Field(4, ge=1)
+    t_low: float = Field(0.25, gt=0, lt=1)
+    t_high: float = Field(0.75, gt=0, le=1)
+    dbscan_eps: Positive = 25.0
+    dbscan_min_samples: int = Field(16, ge=1)
+    cluster_downscale: int = Field(8, ge=1)
+    clusterer: Literal["dbscan", "hysteresis"] = "dbscan"
+    contaminant_threshold: float = Field(0.25, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> DetectorSettings:
+        if self.t_low > self.t_high:
+            raise ValueError(f"t_low ({self.t_low}) must not exceed t_high ({self.t_high})")
+        if self.tile_overlap_px >= self.tile_px // 2:
+            raise ValueError("tile_overlap_px must be less than half of tile_px")
+        return self
+
+
+class PathSettings(_Section):
+    recordings: Path = Path("out/recordings")
+    logs: Path = Path("logs")
+
+
+class SimSettings(_Section):
+    """Simulated bench only: the virtual sample generator and timing."""
+
+    seed: int = 0
+    scratch_fraction: float = Field(0.3, ge=0, le=1)
+    realtime: bool = Field(True, description="devices take real time (moves, exposure, readout)")
+
+
+class StationConfig(_Section):
+    station: StationInfo = StationInfo()
+    stage: StageSettings = StageSettings()
+    light: LightSettings = LightSettings()
+    camera: CameraSettings = CameraSettings()
+    sample: SampleSettings = SampleSettings()
+    scan: ScanSettings = ScanSettings()
+    detector: DetectorSettings = DetectorSettings()
+    paths: PathSettings = PathSettings()
+    sim: SimSettings = SimSettings()
+    source: str = Field("", exclude=True, description="where this config was read from")
+
+    @property
+    def is_simulated(self) -> bool:
+        return self.camera.backend == "sim"
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The config as plain JSON types, stored in every recording."""
+        return self.model_dump(mode="json")
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"]) or "(file)"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key (check the spelling against the bundled sim profile)"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    value = error.get("input")
+    return f"{key} = {value!r}: {error['msg']}"
+
+
+def parse_config(data: dict[str, Any], source: str = "<dict>") -> StationConfig:
+    try:
+        return StationConfig.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"invalid station config {source}:\n  {problems}") from None
+
+
+def load_config(path: str | Path | None = None) -> StationConfig:
+    """Load a station TOML file, or the bundled `sim` profile when `path` is None or "sim"."""
+    if path is None or str(path) in BUNDLED_PROFILES:
+        name = "sim" if path is None else str(path)
+        text = resources.files("rig.profiles").joinpath(f"{name}.toml").read_text()
+        source = f"bundled profile '{name}'"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(
+                f"station config {p} not found; pass --config with an existing TOML file "
+                f"or use a bundled profile ({', '.join(BUNDLED_PROFILES)})"
+            )
+        text, source = p.read_text(), str(p)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"station config {source} is not valid TOML: {exc}") from None
+    return parse_config(data, source)
