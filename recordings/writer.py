@@ -132,6 +132,10 @@ class RecordingWriter:
         done = set(self.completed_rois())
         return [i for i in range(self.n_rois) if i not in done]
 
+    def read_raw(self, index: int) -> np.ndarray:
+        """Read back a finished RoI's stack (for detecting RoIs recorded before a resume)."""
+        return self._h5["rois"][schema.roi_name(index)]["raw"][()]
+
     # -- data ------------------------------------------------------------------------------
     def write_roi(
         self,
