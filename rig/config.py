@@ -157,6 +157,14 @@ class StationConfig(_Section):
     def is_simulated(self) -> bool:
         return self.camera.backend == "sim"
 
+    def simulated(self) -> StationConfig:
+        """The same station on the simulated bench: emulated stage and light, rendered camera."""
+        return self.model_copy(update={
+            "stage": self.stage.model_copy(update={"port": "sim"}),
+            "light": self.light.model_copy(update={"port": "sim"}),
+            "camera": self.camera.model_copy(update={"backend": "sim"}),
+        })
+
     def to_json_dict(self) -> dict[str, Any]:
         """The config as plain JSON types, stored in every recording."""
         return self.model_dump(mode="json")
