@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from recordings.errors import RecordingError
 from recordings.reader import open_h5, roi_is_complete
 
 SOFTWARE_VERSION = "0.1.0"
+_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recording-sha256")
 
 
 def raw_compression() -> dict[str, Any]:
@@ -167,6 +169,8 @@ class RecordingWriter:
             if roi_is_complete(rois, name):
                 raise RecordingError(f"RoI {index} is already recorded in {self.path}")
             del rois[name]
+        # hashlib releases the GIL: hash on a second core while HDF5 compresses and writes.
+        checksum = _HASHER.submit(raw_checksum, raw)
         group = rois.create_group(name)
         chunks = tuple(min(c, s) for c, s in zip(schema.RAW_CHUNK, raw.shape, strict=True))
         group.create_dataset("raw", data=raw, chunks=chunks, **raw_compression())
@@ -185,7 +189,7 @@ class RecordingWriter:
         ga["written"] = _now()
         self._h5.flush()  # data and metadata on disk before the RoI is declared finished
         ga["checksum_algorithm"] = schema.CHECKSUM_ALGORITHM
-        ga["checksum"] = raw_checksum(raw)
+        ga["checksum"] = checksum.result()
         self._h5.flush()
 
     @staticmethod
