@@ -15,7 +15,10 @@ from pathlib import Path
 
 # Modules whose `register(subparsers)` adds working subcommands, in --help order.
 COMMAND_MODULES = (
-    "recordings.cli",
+    "inspection_cli",       # scan
+    "rig.sim.cli",          # simulate
+    "rig.devices_cli",      # devices
+    "recordings.cli",       # recordings ls | show | verify | export
 )
 
 EXIT_ERROR = 2
@@ -61,9 +64,12 @@ def setup_logging(verbose: bool, log_dir: Path) -> None:
 def known_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message is meant for the user: printed as one line, no traceback."""
     from recordings.errors import RecordingError
+    from rig.camera import CameraError
     from rig.config import ConfigError
+    from rig.stage import StageError
+    from rig.ringlight import RingLightError
 
-    return (RecordingError, ConfigError)
+    return (RecordingError, ConfigError, CameraError, StageError, RingLightError)
 
 
 def main(argv: list[str] | None = None) -> int:

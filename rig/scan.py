@@ -208,13 +208,14 @@ class ScanRunner:
         time.sleep(plan.settle_s)
         t1 = time.monotonic()
         self._safe_point()
-        frames = []
-        for frame in self.rig.acquire_stack(plan.states, plan.exposure_us, plan.trigger,
-                                            plan.frame_timeout_s):
-            frames.append(frame)
+
+        def on_frame(frame) -> None:
             self._emit(FrameCaptured(roi, frame.state, frame.frame_id, frame.image))
             if self._abort.is_set():
                 raise ScanAborted
+
+        frames = self.rig.acquire_stack(plan.states, plan.exposure_us, plan.trigger,
+                                        plan.frame_timeout_s, on_frame=on_frame)
         stack = np.stack([f.image for f in frames])
         self._emit(RoiCaptured(
             roi=roi, stack=stack, stage_xy_mm=roi.stage_xy_mm,
