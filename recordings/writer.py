@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -45,7 +46,11 @@ def raw_checksum(raw: np.ndarray) -> str:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    """UTC time stamp; SOURCE_DATE_EPOCH (the reproducible-builds convention) fixes it, so a
+    simulated data set regenerated from the same seed is the same bytes."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = datetime.fromtimestamp(int(epoch), UTC) if epoch else datetime.now(UTC)
+    return when.isoformat(timespec="seconds")
 
 
 class RecordingWriter:

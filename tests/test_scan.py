@@ -1,0 +1,149 @@
+"""Scan runner and inspection run on the simulated bench (real drivers over pseudo-terminals)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+import recordings as R
+from inspection import QUEUE_DEPTH, InspectionRun, RoiRecorded
+from rig.bench import build_rig
+from rig.layout import roi_layout
+from rig.scan import FrameCaptured, RoiCaptured, RoiStarted, ScanFinished, ScanPlan, ScanRunner
+from tests.conftest import fast_sim_config
+
+
+def test_plan_is_data_from_config(sim_config) -> None:
+    plan = ScanPlan.from_config(sim_config, "S1")
+    assert len(plan.rois) == 10 and plan.states == (0, 1, 2, 3, 4, 5)
+    assert plan.azimuths_deg == (0, 30, 60, 90, 120, 150)
+    assert plan.trigger == "hardware" and plan.n_frames == 60
+    only = ScanPlan.from_config(sim_config, "S1", only_rois=[3, 7])
+    assert [r.index for r in only.rois] == [3, 7]
+
+
+def test_roi_layout_covers_the_sample_with_overlap() -> None:
+    cfg = fast_sim_config(size=512, camera={"width": 3504, "height": 3120})
+    rois = roi_layout(cfg)
+    assert len(rois) == 10
+    pix = cfg.scan.pixel_size_mm
+    # neighbours overlap by at least 256 px, the last RoIs reach the far edges of the glass
+    cols = sorted({r.origin_px[1] for r in rois})
+    rows = sorted({r.origin_px[0] for r in rois})
+    assert cols[1] - cols[0] <= 3504 - 256 and all(b - a <= 3120 - 256
+                                                   for a, b in zip(rows, rows[1:], strict=False))
+    assert (cols[-1] + 3504) * pix >= 72.0 and (rows[-1] + 3120) * pix >= 150.0
+    r = rois[3]
+    x, y = r.to_sample_mm(100, 200)
+    assert np.allclose(r.to_roi_px(x, y), (100, 200))
+
+
+def test_runner_events_and_hardware_triggered_stacks(sim_config) -> None:
+    events = []
+    with build_rig(sim_config) as rig:
+        rig.load_virtual_sample(5)
+        plan = ScanPlan.from_config(sim_config, "S1", only_rois=[0, 1])
+        runner = ScanRunner(rig, plan)
+        runner.subscribe(events.append)
+        finished = runner.run()
+        lights = rig.sim.state.snapshot().facet_levels
+    assert finished.captured == (0, 1) and not finished.aborted and not finished.failed
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "RoiStarted" and kinds[-1] == "ScanFinished"
+    frames = [e for e in events if isinstance(e, FrameCaptured)]
+    assert [f.state for f in frames] == [0, 1, 2, 3, 4, 5] * 2
+    stacks = [e for e in events if isinstance(e, RoiCaptured)]
+    assert stacks[0].stack.shape == (6, 512, 512) and stacks[0].stack.dtype == np.uint16
+    assert len(set(stacks[0].frame_ids)) == 6
+    assert max(lights) == 0  # lights off after the sequence
+
+
+def test_abort_mid_scan_leaves_incomplete_recording_and_safe_rig(tmp_path: Path) -> None:
+    cfg = fast_sim_config()
+    with build_rig(cfg) as rig:
+        rig.load_virtual_sample(1)
+        run = InspectionRun(cfg, rig, None, tmp_path, "ABORT-1")
+
+        def on_event(event) -> None:
+            if isinstance(event, RoiStarted) and event.roi.index == 3:
+                run.abort()
+
+        run.subscribe(on_event)
+        result = run.run()
+        assert max(rig.sim.state.snapshot().facet_levels) == 0
+    assert result.verdict == "ABORTED"
+    report = R.verify_recording(result.recording)
+    assert report.ok and report.status == "incomplete" and report.rois_ok == [0, 1, 2]
+
+
+def test_device_fault_mid_scan_then_resume_completes(tmp_path: Path) -> None:
+    cfg = fast_sim_config()
+    with build_rig(cfg) as rig:
+        rig.load_virtual_sample(2)
+        run = InspectionRun(cfg, rig, None, tmp_path, "FAULT-1")
+
+        def on_event(event) -> None:  # the camera stops answering during RoI 4
+            if isinstance(event, RoiStarted) and event.roi.index == 4:
+                rig.camera.inject_fault("disconnect")
+
+        run.subscribe(on_event)
+        result = run.run()
+        assert result.verdict == "INCOMPLETE" and result.error
+    report = R.verify_recording(result.recording)
+    assert report.ok and report.status == "incomplete" and report.rois_ok == [0, 1, 2, 3]
+
+    with build_rig(cfg) as rig:  # a fresh rig, as after re-plugging the camera
+        rig.load_virtual_sample(2)
+        resumed = InspectionRun(cfg, rig, None, tmp_path, "", resume=result.recording).run()
+    assert resumed.verdict == "NOT-INSPECTED" and resumed.sample_id == "FAULT-1"
+    report = R.verify_recording(result.recording)
+    assert report.ok and report.status == "complete" and report.rois_ok == list(range(10))
+
+
+def test_slow_recorder_applies_back_pressure(tmp_path: Path) -> None:
+    """Capture may run at most the queue depth (+1 in hand) ahead of the recorder."""
+    cfg = fast_sim_config()
+    ahead = []
+    captured = recorded = 0
+    lock = threading.Lock()
+    gate = threading.Event()
+
+    def on_event(event) -> None:
+        nonlocal captured, recorded
+        with lock:
+            if isinstance(event, RoiCaptured):
+                captured += 1
+                ahead.append(captured - recorded)
+            elif isinstance(event, RoiRecorded):
+                recorded += 1
+                gate.wait(0.3)  # a slow disk
+
+    with build_rig(cfg) as rig:
+        rig.load_virtual_sample(3)
+        run = InspectionRun(cfg, rig, None, tmp_path, "SLOW-1")
+        run.subscribe(on_event)
+        result = run.run()
+    assert result.complete
+    assert max(ahead) <= QUEUE_DEPTH + 1, ahead  # in the queue + in the recorder's hands
+
+
+def test_pause_and_resume(sim_config, tmp_path: Path) -> None:
+    events = []
+    with build_rig(sim_config) as rig:
+        rig.load_virtual_sample(4)
+        plan = ScanPlan.from_config(sim_config, "P", only_rois=[0, 1, 2])
+        runner = ScanRunner(rig, plan)
+
+        def on_event(event) -> None:
+            events.append(event)
+            if isinstance(event, RoiCaptured) and event.roi.index == 0:
+                runner.pause()
+                threading.Timer(0.3, runner.resume).start()
+
+        runner.subscribe(on_event)
+        finished = runner.run()
+    assert isinstance(events[-1], ScanFinished) and finished.captured == (0, 1, 2)
+    names = [type(e).__name__ for e in events]
+    assert names.index("ScanPaused") < names.index("RoiStarted", 1)
