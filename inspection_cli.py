@@ -45,9 +45,8 @@ def _sample_ids(args: argparse.Namespace) -> list[str]:
 
 
 def run_scan(args: argparse.Namespace) -> int:
-    from rig.bench import build_rig
-
     from inspection import InspectionRun, SampleResult
+    from rig.bench import build_rig
     from rig.config import ConfigError, load_config
 
     cfg = load_config(args.config)

@@ -66,8 +66,8 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from recordings.errors import RecordingError
     from rig.camera import CameraError
     from rig.config import ConfigError
-    from rig.stage import StageError
     from rig.ringlight import RingLightError
+    from rig.stage import StageError
 
     return (RecordingError, ConfigError, CameraError, StageError, RingLightError)
 

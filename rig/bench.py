@@ -161,7 +161,8 @@ def build_rig(cfg: StationConfig) -> Rig:
         light_port = sim.emulators[1].port if light_port == SIM_PORT else light_port
     opened: list[Any] = []
     try:
-        stage = GrblStage(GrblSettings.from_config(cfg.stage, port=stage_port))
+        fast = {"poll_interval_s": 0.02} if sim and not cfg.sim.realtime else {}
+        stage = GrblStage(GrblSettings.from_config(cfg.stage, port=stage_port, **fast))
         stage.open()
         opened.append(stage)
         hold_us = int(cfg.camera.exposure_us) + 2000  # LEDs stay lit through the exposure
