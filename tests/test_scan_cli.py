@@ -1,0 +1,63 @@
+"""`main.py scan` end to end on the simulated bench: recordings, report, exit status."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import recordings as R
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SMALL_STATION = """
+[camera]
+width = 512
+height = 512
+exposure_us = 2000.0
+[sim]
+realtime = false
+"""
+
+
+def _scan(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    station = tmp_path / "station.toml"
+    station.write_text(SMALL_STATION)
+    return subprocess.run(
+        [sys.executable, "main.py", "--log-dir", str(tmp_path / "logs"), "scan", "--config",
+         str(station), "--sim", "--out", str(tmp_path / "out"), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_batch_without_detection_writes_verified_recordings_and_report(tmp_path: Path) -> None:
+    proc = _scan(tmp_path, "--samples", "3", "--sample-id", "LOT7", "--no-infer", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    ids = [s["sample_id"] for s in report["samples"]]
+    assert ids == ["LOT7-001", "LOT7-002", "LOT7-003"]
+    assert report["summary"]["NOT-INSPECTED"] == 3
+    for s in report["samples"]:
+        rep = R.verify_recording(s["recording"])
+        assert rep.ok and rep.status == "complete" and len(rep.rois_ok) == 10
+    rows = list(csv.DictReader(open(report["files"]["csv"])))
+    assert [r["sample_id"] for r in rows] == ids
+    assert (tmp_path / "logs" / "station.log").stat().st_size > 0
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    station = tmp_path / "bad.toml"
+    station.write_text("[scan]\nrows = 0\n")
+    proc = subprocess.run([sys.executable, "main.py", "scan", "--config", str(station)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "scan.rows = 0: Input should be greater than or equal to 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_existing_recording_is_never_overwritten(tmp_path: Path) -> None:
+    proc = _scan(tmp_path, "--sample-id", "ONE", "--no-infer")
+    assert proc.returncode == 0, proc.stderr
+    again = _scan(tmp_path, "--sample-id", "ONE", "--no-infer")
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
