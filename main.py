@@ -17,6 +17,7 @@ from pathlib import Path
 COMMAND_MODULES = (
     "inspection_cli",       # scan
     "rig.sim.cli",          # simulate
+    "inference.cli",        # infer, model-info
     "rig.devices_cli",      # devices
     "recordings.cli",       # recordings ls | show | verify | export
 )
@@ -63,13 +64,14 @@ def setup_logging(verbose: bool, log_dir: Path) -> None:
 
 def known_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message is meant for the user: printed as one line, no traceback."""
+    from inference.detector import ModelLoadError
     from recordings.errors import RecordingError
     from rig.camera import CameraError
     from rig.config import ConfigError
     from rig.ringlight import RingLightError
     from rig.stage import StageError
 
-    return (RecordingError, ConfigError, CameraError, StageError, RingLightError)
+    return (RecordingError, ConfigError, CameraError, StageError, RingLightError, ModelLoadError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,16 +108,19 @@ class ScanSettings(_Section):
 class DetectorSettings(_Section):
     model: str = Field("", description="weights file (.safetensors); empty = bundled model")
     device: Literal["cpu", "cuda", "auto"] = "auto"
-    tile_px: int = Field(1024, ge=64, multiple_of=32)
+    tile_px: int = Field(1024, ge=64, multiple_of=64)
     tile_overlap_px: int = Field(256, ge=0)
     batch_size: int = Field(4, ge=1)
+    threads: int = Field(0, ge=0, description="CPU threads for the network; 0 = all cores but "
+                         "one, which stays free for acquisition")
     t_low: float = Field(0.25, gt=0, lt=1)
     t_high: float = Field(0.75, gt=0, le=1)
     dbscan_eps: Positive = 25.0
     dbscan_min_samples: int = Field(16, ge=1)
     cluster_downscale: int = Field(8, ge=1)
-    clusterer: Literal["dbscan", "hysteresis"] = "dbscan"
-    contaminant_threshold: float = Field(0.25, gt=0, lt=1)
+    clusterer: Literal["dbscan", "hysteresis"] = Field(
+        "hysteresis", description="hysteresis = same objects as DBSCAN, faster (bench/bench_postprocess.py)")
+    contaminant_threshold: float = Field(0.3, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> DetectorSettings:

@@ -41,7 +41,7 @@ def test_batch_without_detection_writes_verified_recordings_and_report(tmp_path:
     for s in report["samples"]:
         rep = R.verify_recording(s["recording"])
         assert rep.ok and rep.status == "complete" and len(rep.rois_ok) == 10
-    rows = list(csv.DictReader(open(report["files"]["csv"])))
+    rows = list(csv.DictReader(Path(report["files"]["csv"]).read_text().splitlines()))
     assert [r["sample_id"] for r in rows] == ids
     assert (tmp_path / "logs" / "station.log").stat().st_size > 0
 
