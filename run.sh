@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 bash scripts/setup-env.sh
 if [[ $# -eq 0 ]]; then
-    set -- --help
+    set -- scan --sim
 fi
 exec .venv/bin/python main.py "$@"
