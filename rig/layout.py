@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from rig.config import StationConfig
-from rig.geometry import roi_grid
+from rig.geometry import roi_centre_mm, roi_grid, roi_px_to_sample_mm, sample_mm_to_roi_px
 
 
 @dataclass(frozen=True)
@@ -21,19 +22,15 @@ class RoiGeometry:
     @property
     def center_mm(self) -> tuple[float, float]:
         """(x, y) of the RoI centre in the sample frame."""
-        r0, c0 = self.origin_px
-        h, w = self.size_px
-        return ((c0 + w / 2) * self.pixel_size_mm, (r0 + h / 2) * self.pixel_size_mm)
+        return roi_centre_mm(self.origin_px, self.size_px[1], self.size_px[0], self.pixel_size_mm)
 
     def to_sample_mm(self, row: float, col: float) -> tuple[float, float]:
         """RoI pixel (row, col) -> sample (x, y) mm."""
-        return ((self.origin_px[1] + col) * self.pixel_size_mm,
-                (self.origin_px[0] + row) * self.pixel_size_mm)
+        return roi_px_to_sample_mm(row, col, self.origin_px, self.pixel_size_mm)
 
     def to_roi_px(self, x_mm: float, y_mm: float) -> tuple[float, float]:
         """Sample (x, y) mm -> RoI pixel (row, col)."""
-        return (y_mm / self.pixel_size_mm - self.origin_px[0],
-                x_mm / self.pixel_size_mm - self.origin_px[1])
+        return sample_mm_to_roi_px(x_mm, y_mm, self.origin_px, self.pixel_size_mm)
 
 
 def roi_layout(cfg: StationConfig) -> tuple[RoiGeometry, ...]:
@@ -45,9 +42,54 @@ def roi_layout(cfg: StationConfig) -> tuple[RoiGeometry, ...]:
     ox, oy = cfg.stage.sample_origin_mm
     out = []
     for index, (grid_row, grid_col, r0, c0) in enumerate(origins):
-        geo = RoiGeometry(index, grid_row, grid_col, (r0, c0), (cam.height, cam.width),
-                          scan.pixel_size_mm, (0.0, 0.0))
-        cx, cy = geo.center_mm
+        cx, cy = roi_centre_mm((r0, c0), cam.width, cam.height, scan.pixel_size_mm)
         out.append(RoiGeometry(index, grid_row, grid_col, (r0, c0), (cam.height, cam.width),
                                scan.pixel_size_mm, (ox + cx, oy + cy)))
     return tuple(out)
+
+
+def draw_layout(cfg: StationConfig, png: str | Path) -> None:
+    """A PNG of the glass with its RoIs, their indices and overlaps (sample frame, mm)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch, Rectangle
+
+    s = cfg.sample
+    rois = roi_layout(cfg)
+    fig, ax = plt.subplots(figsize=(5.2, 9), dpi=110)
+    ax.add_patch(FancyBboxPatch((0, 0), s.width_mm, s.length_mm,
+                                boxstyle=f"round,pad=0,rounding_size={s.corner_radius_mm}",
+                                fc="#dde8f0", ec="k", lw=1.5, label="glass"))
+    colours = plt.cm.tab10.colors
+    for r in rois:
+        x0, y0 = r.to_sample_mm(0, 0)
+        w, h = r.size_px[1] * r.pixel_size_mm, r.size_px[0] * r.pixel_size_mm
+        ax.add_patch(Rectangle((x0, y0), w, h, fc=(*colours[r.index % 10], 0.12),
+                               ec=colours[r.index % 10], lw=1.2))
+        cx, cy = r.center_mm
+        ax.text(cx, cy, f"{r.index:02d}", ha="center", va="center", fontsize=11, weight="bold")
+    overlap = grid_overlap_px(rois)
+    ax.set_title(f"{len(rois)} RoIs of {rois[0].size_px[1]}x{rois[0].size_px[0]} px at "
+                 f"{cfg.scan.pixel_size_mm * 1000:.1f} um/px\nmin overlap {overlap[0]} px across, "
+                 f"{overlap[1]} px along", fontsize=9)
+    ax.set_xlim(-5, s.width_mm + 5)
+    ax.set_ylim(s.length_mm + 5, -5)  # y down, as in the images
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (mm)")
+    ax.set_ylabel("y (mm)")
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
+def grid_overlap_px(rois: tuple[RoiGeometry, ...]) -> tuple[int, int]:
+    """Smallest overlap between horizontal and between vertical neighbours (px; negative = gap)."""
+    def axis(key: int) -> int:
+        starts = sorted({r.origin_px[key] for r in rois})
+        size = rois[0].size_px[key]
+        gaps = [size - (b - a) for a, b in zip(starts, starts[1:], strict=False)]
+        return min(gaps) if gaps else 0
+
+    return axis(1), axis(0)

@@ -147,3 +147,12 @@ def test_pause_and_resume(sim_config, tmp_path: Path) -> None:
     assert isinstance(events[-1], ScanFinished) and finished.captured == (0, 1, 2)
     names = [type(e).__name__ for e in events]
     assert names.index("ScanPaused") < names.index("RoiStarted", 1)
+
+
+def test_layout_png_and_overlap(tmp_path: Path) -> None:
+    from rig.layout import draw_layout, grid_overlap_px
+
+    cfg = fast_sim_config(camera={"width": 3504, "height": 3120})
+    assert min(grid_overlap_px(roi_layout(cfg))) >= cfg.scan.min_overlap_px
+    draw_layout(cfg, tmp_path / "layout.png")
+    assert (tmp_path / "layout.png").read_bytes()[:4] == b"\x89PNG"
