@@ -22,7 +22,7 @@ import numpy as np
 
 from recordings import DetectedObject, DetectionResults, RecordingWriter
 from rig.config import StationConfig
-from rig.layout import RoiGeometry, roi_layout
+from rig.layout import RoiGeometry
 from rig.scan import RoiCaptured, ScanEvent, ScanFinished, ScanPlan, ScanRunner
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class InspectionRun:
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> SampleResult:
         t_start = time.monotonic()
-        layout = {r.index: r for r in roi_layout(self.cfg)}
+        layout = {r.index: r for r in self.rig.layout}
         if self.resume_path is not None:
             writer = RecordingWriter.resume(self.resume_path)
             self.sample_id = writer.sample_id
@@ -138,7 +138,8 @@ class InspectionRun:
             writer = RecordingWriter.create(
                 self.path, sample_id=self.sample_id, rig_config=self.cfg.to_json_dict(),
                 n_rois=len(layout), calibration_id=getattr(self.rig, "calibration_id", ""))
-        plan = ScanPlan.from_config(self.cfg, self.sample_id, only_rois=writer.missing_rois())
+        plan = ScanPlan.from_config(self.cfg, self.sample_id, only_rois=writer.missing_rois(),
+                                    layout=self.rig.layout)
         self._runner = runner = ScanRunner(self.rig, plan)
         if self._abort_requested.is_set():
             runner.abort()

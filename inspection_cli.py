@@ -45,6 +45,7 @@ def _sample_ids(args: argparse.Namespace) -> list[str]:
 
 
 def run_scan(args: argparse.Namespace) -> int:
+    from calibration.apply import apply_to_rig, attach_to_detector, station_calibration
     from inspection import InspectionRun, SampleResult
     from rig.bench import build_rig
     from rig.config import ConfigError, load_config
@@ -62,7 +63,13 @@ def run_scan(args: argparse.Namespace) -> int:
     ids = [None] if args.resume else _sample_ids(args)
 
     results: list[SampleResult] = []
+    cal = station_calibration(cfg)
     with build_rig(cfg) as rig:
+        if cal is not None:
+            apply_to_rig(rig, cal)
+            if detector is not None:
+                attach_to_detector(detector, cal, cfg.camera.exposure_us)
+            log.info("using calibration %s", cal.calibration_id)
         for n, sample_id in enumerate(ids):
             if args.resume is None:
                 if cfg.is_simulated:

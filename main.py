@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "inspection_cli",       # scan
     "rig.sim.cli",          # simulate
     "inference.cli",        # infer, model-info
+    "calibration.cli",      # calibrate
     "rig.devices_cli",      # devices
     "recordings.cli",       # recordings ls | show | verify | export
 )
@@ -64,6 +65,7 @@ def setup_logging(verbose: bool, log_dir: Path) -> None:
 
 def known_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message is meant for the user: printed as one line, no traceback."""
+    from calibration.store import CalibrationError
     from inference.detector import ModelLoadError
     from recordings.errors import RecordingError
     from rig.camera import CameraError
@@ -71,7 +73,8 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from rig.ringlight import RingLightError
     from rig.stage import StageError
 
-    return (RecordingError, ConfigError, CameraError, StageError, RingLightError, ModelLoadError)
+    return (RecordingError, ConfigError, CameraError, StageError, RingLightError, ModelLoadError,
+            CalibrationError)
 
 
 def main(argv: list[str] | None = None) -> int:

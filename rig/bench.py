@@ -19,7 +19,7 @@ from recordings import RoiTruth
 from rig.camera import Camera, DroppedFrame, Frame, open_camera
 from rig.config import StationConfig
 from rig.grbl import GrblSettings, GrblStage
-from rig.layout import RoiGeometry
+from rig.layout import RoiGeometry, roi_layout
 from rig.ringlight import RingLight, RingLightSettings
 from rig.stage import Stage
 
@@ -54,7 +54,8 @@ class Rig:
         self.camera = camera
         self.sim = sim
         self.acquire_retries = acquire_retries
-        self.calibration_id = ""
+        self.calibration_id = ""  # set by calibration.apply_to_rig
+        self.layout: tuple[RoiGeometry, ...] = roi_layout(cfg)  # calibrated by apply_to_rig
 
     def __enter__(self) -> Rig:
         return self

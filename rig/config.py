@@ -134,6 +134,12 @@ class DetectorSettings(_Section):
 class PathSettings(_Section):
     recordings: Path = Path("out/recordings")
     logs: Path = Path("logs")
+    calibrations: Path = Path("calibrations")
+
+
+class CalibrationSettings(_Section):
+    use: str = Field("latest", description='"latest" (newest of this station, if any), '
+                     'a calibration id, or "" for none')
 
 
 class SimSettings(_Section):
@@ -153,6 +159,7 @@ class StationConfig(_Section):
     scan: ScanSettings = ScanSettings()
     detector: DetectorSettings = DetectorSettings()
     paths: PathSettings = PathSettings()
+    calibration: CalibrationSettings = CalibrationSettings()
     sim: SimSettings = SimSettings()
     source: str = Field("", exclude=True, description="where this config was read from")
 

@@ -52,8 +52,10 @@ class ScanPlan:
 
     @classmethod
     def from_config(cls, cfg: StationConfig, sample_id: str,
-                    only_rois: Sequence[int] | None = None) -> ScanPlan:
-        rois = roi_layout(cfg)
+                    only_rois: Sequence[int] | None = None,
+                    layout: Sequence[RoiGeometry] | None = None) -> ScanPlan:
+        """The plan for a station; `layout` overrides the nominal RoI grid (calibrated)."""
+        rois = tuple(layout) if layout is not None else roi_layout(cfg)
         if only_rois is not None:
             wanted = set(only_rois)
             rois = tuple(r for r in rois if r.index in wanted)

@@ -69,6 +69,7 @@ class RenderRequest:
     gain_db: float
     pixel_size_mm: float
     sample: Any = None  # the virtual glass on the stage (rig.sim.sample.Sample), if any
+    subpixel_px: tuple[float, float] = (0.0, 0.0)  # true origin - origin_px (bench imperfections)
 
     @property
     def lit_facets(self) -> tuple[int, ...]:
@@ -131,9 +132,11 @@ def optics_renderer(config: Any = None) -> FrameRenderer | None:
         log.warning("optics model unavailable (%s)", exc)
         return None
     clean = Sample(seed=0, sample_id="CLEAN-GLASS")
+    shifted = _ShiftedSamples()
 
     def render(req: RenderRequest) -> np.ndarray:
         sample = req.sample if req.sample is not None else clean
+        sample = shifted.get(sample, req.subpixel_px, req.pixel_size_mm)
         r = optics.get_renderer(sample, (req.shape[1], req.shape[0]), req.pixel_size_mm, config)
         levels = np.asarray(req.facet_levels, np.float64) / 255.0
         if req.state is not None and np.array_equal(levels, optics.state_levels(req.state)):
@@ -149,7 +152,31 @@ def optics_renderer(config: Any = None) -> FrameRenderer | None:
                           r.cfg.full_scale_dn).astype(np.uint16)
         return img
 
+    render.is_optics_renderer = True  # type: ignore[attr-defined]
     return render
+
+
+class _ShiftedSamples:
+    """The sample moved by a sub-pixel frame offset (bench imperfections), a few kept so the
+    renderer's per-sample caches stay warm across the states of one RoI."""
+
+    def __init__(self, keep: int = 2):
+        self._cache: deque[tuple[tuple, Any, Any]] = deque(maxlen=keep)
+
+    def get(self, sample: Any, subpixel_px: tuple[float, float], pixel_size_mm: float) -> Any:
+        if not any(subpixel_px):
+            return sample
+        key = (id(sample), tuple(subpixel_px), float(pixel_size_mm))
+        for k, original, moved in self._cache:
+            if k == key and original is sample:
+                return moved
+        from rig.sim.imperfections import translate_sample
+
+        # the frame's pixel (r, c) must see the true origin + (r, c): move the glass the other way
+        moved = translate_sample(sample, -subpixel_px[1] * pixel_size_mm,
+                                 -subpixel_px[0] * pixel_size_mm)
+        self._cache.append((key, sample, moved))
+        return moved
 
 
 # -- bench access ---------------------------------------------------------------------------------
@@ -209,7 +236,26 @@ def sim_options(cfg: Any, bench: Any = None, sample: Any = None) -> dict[str, An
     return {"bench": bench, "sample": sample, "realtime": cfg.sim.realtime,
             "sample_origin_mm": tuple(cfg.stage.sample_origin_mm),
             "pixel_size_mm": cfg.scan.pixel_size_mm, "seed": cfg.sim.seed,
-            "black_level_dn": cfg.camera.black_level_dn}
+            "black_level_dn": cfg.camera.black_level_dn,
+            "imperfections": imperfections_from_config(cfg)}
+
+
+def imperfections_from_config(cfg: Any) -> Any:
+    """The bench's true geometry from ``[sim] stage_rotation_deg`` / ``pixel_size_error``.
+
+    None (an ideal bench, frames exactly at `origin_px_for_stage`) while the station config has
+    neither key; a key that is present turns the model on with the other at its default.
+    """
+    sim = getattr(cfg, "sim", None)
+    keys = ("stage_rotation_deg", "pixel_size_error")
+    if sim is None or not any(hasattr(sim, k) for k in keys):
+        return None
+    from rig.sim.imperfections import BenchImperfections
+
+    default = BenchImperfections()
+    return BenchImperfections(
+        stage_rotation_deg=float(getattr(sim, "stage_rotation_deg", default.stage_rotation_deg)),
+        pixel_size_error=float(getattr(sim, "pixel_size_error", default.pixel_size_error)))
 
 
 def list_cameras(**_: Any) -> list[CameraInfo]:
@@ -226,6 +272,8 @@ class SimCamera(Camera):
     the loader swaps it; a ``sample`` attribute on the bench is used when this is None).
     ``renderer``: what turns a `RenderRequest` into a frame (default: the optics model, or dark
     frames when it cannot load). ``realtime=False`` skips the exposure/readout wait.
+    ``imperfections``: the bench's true geometry (`rig.sim.imperfections.BenchImperfections`:
+    stage rotation, true pixel pitch); None renders an ideal bench at `origin_px_for_stage`.
     """
 
     backend = "sim"
@@ -236,7 +284,7 @@ class SimCamera(Camera):
                  sample_origin_mm: tuple[float, float] = DEFAULT_SAMPLE_ORIGIN_MM,
                  pixel_size_mm: float = DEFAULT_PIXEL_SIZE_MM,
                  black_level_dn: int = DEFAULT_BLACK_LEVEL_DN, seed: int = 0,
-                 optics_config: Any = None):
+                 optics_config: Any = None, imperfections: Any = None):
         super().__init__(serial, index)
         self.bench = bench
         self.sample = sample
@@ -247,6 +295,7 @@ class SimCamera(Camera):
         self.black_level_dn = black_level_dn
         self.seed = seed
         self.optics_config = optics_config
+        self.imperfections = imperfections
         self._faults = _Faults()
         self._fault_lock = threading.Lock()
         self._next_id = 0
@@ -384,6 +433,48 @@ class SimCamera(Camera):
         """The glass now on the stage (exposures after this call see it)."""
         self.sample = sample
 
+    def set_optics(self, config: Any) -> None:
+        """Render with another optics model (`rig.sim.optics.OpticsConfig`: shading, facet
+        balance, hot pixels...) from the next exposure on; keeps a custom renderer."""
+        self.optics_config = config
+        if self.renderer is None or getattr(self.renderer, "is_optics_renderer", False):
+            self.renderer = self._default_renderer()
+
+    def set_imperfections(self, imperfections: Any) -> None:
+        """Change the bench's true geometry (None: ideal); exposures after this call see it."""
+        self.imperfections = imperfections
+
+    def frame_geometry(self, stage_xy_mm: tuple[float, float], shape: tuple[int, int]
+                       ) -> tuple[tuple[int, int], float, tuple[float, float]]:
+        """What a frame taken at this stage position shows: (even origin_px, true pixel size
+        in mm, sub-pixel remainder (row, col) of the true origin beyond origin_px)."""
+        imp = self.imperfections
+        if imp is None:
+            return (origin_px_for_stage(stage_xy_mm, shape, self.sample_origin_mm,
+                                        self.pixel_size_mm), self.pixel_size_mm, (0.0, 0.0))
+        from rig.sim.imperfections import split_origin
+
+        exact = imp.frame_origin(stage_xy_mm, shape, self.sample_origin_mm, self.pixel_size_mm)
+        origin, frac = split_origin(exact)
+        return origin, imp.pixel_size_mm(self.pixel_size_mm), frac
+
+    def truth_at(self, stage_xy_mm: tuple[float, float], shape: tuple[int, int] | None = None,
+                 config: Any = None) -> Any:
+        """Ground truth (recordings.RoiTruth) of the frame this camera takes at a stage position,
+        in that frame's pixels: with bench imperfections the frame is not where the nominal RoI
+        layout says, so truth must come from here to line up with the image."""
+        from rig.sim import optics
+
+        s = self._settings
+        shape = shape or (int(s.height or 0), int(s.width or 0))
+        sample = self._current_sample()
+        if sample is None:
+            return None
+        origin, pix, frac = self.frame_geometry(stage_xy_mm, shape)
+        moved = _ShiftedSamples().get(sample, frac, pix)
+        return optics.roi_truth(moved, origin, (shape[1], shape[0]), pix,
+                                config if config is not None else self.optics_config)
+
     def _current_sample(self) -> Any:
         return self.sample if self.sample is not None else getattr(self.bench, "sample", None)
 
@@ -412,14 +503,13 @@ class SimCamera(Camera):
             try:
                 s = exp.settings
                 shape = (s.height or 0, s.width or 0)
+                origin, pixel_size, frac = self.frame_geometry(exp.view.stage_xy_mm, shape)
                 request = RenderRequest(
-                    frame_id=exp.frame_id, shape=shape,
-                    origin_px=origin_px_for_stage(exp.view.stage_xy_mm, shape,
-                                                  self.sample_origin_mm, self.pixel_size_mm),
+                    frame_id=exp.frame_id, shape=shape, origin_px=origin,
                     stage_xy_mm=exp.view.stage_xy_mm, facet_levels=exp.view.facet_levels,
                     state=exp.view.state,
                     exposure_us=float(s.exposure_us or 0), gain_db=float(s.gain_db or 0),
-                    pixel_size_mm=self.pixel_size_mm, sample=exp.sample)
+                    pixel_size_mm=pixel_size, sample=exp.sample, subpixel_px=frac)
                 assert self.renderer is not None
                 image = np.asarray(self.renderer(request))
                 if image.shape != shape or image.dtype != np.uint16:
@@ -427,6 +517,9 @@ class SimCamera(Camera):
                                       f"expected uint16 {shape}")
                 meta = {"stage_xy_mm": request.stage_xy_mm, "facet_levels": request.facet_levels,
                         "origin_px": request.origin_px}
+                if self.imperfections is not None:  # where the frame truly is (sim only)
+                    meta["true_pixel_size_mm"] = pixel_size
+                    meta["subpixel_px"] = frac
                 if self.realtime:
                     due = exp.t_trigger + (s.exposure_us or 0) * 1e-6 + s.readout_s
                     delay = due - time.monotonic() + (exp.stall_s if exp.fault == "stall" else 0)
