@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "inspection_cli",       # scan
     "rig.sim.cli",          # simulate
     "inference.cli",        # infer, model-info
+    "inference.classifiers.cli",  # classifier train | evaluate
     "calibration.cli",      # calibrate
     "rig.devices_cli",      # devices
     "recordings.cli",       # recordings ls | show | verify | export
