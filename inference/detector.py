@@ -31,6 +31,7 @@ from inference.tiling import TilingParams, predict_tiled
 CARD_FORMAT = "darkfield-detector-card"
 CARD_VERSION = 1
 DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "default.safetensors"
+DEFAULT_TYPER = DEFAULT_MODEL.with_name("typer.safetensors")  # defect typer, issue 10 item 3
 DEFAULT_PIXEL_SIZE_MM = 0.0114
 
 
@@ -234,7 +235,9 @@ def _brief(d: Detection) -> dict[str, Any]:
     return {"roi": d.roi, "x_mm": round(d.x_mm, 3), "y_mm": round(d.y_mm, 3),
             "length_mm": round(d.length_mm, 3), "width_px": round(d.width_px, 2),
             "score": round(d.score, 4), "box_px": list(d.box_px),
-            "rois": d.extra.get("rois", [d.roi])}
+            "rois": d.extra.get("rois", [d.roi]),
+            **({"type": d.extra["type"], "type_score": round(float(d.extra["type_score"]), 4)}
+               if "type" in d.extra else {})}
 
 
 def _boxes_touch(a: Sequence[int], b: Sequence[int], tol: int) -> bool:
@@ -303,7 +306,8 @@ def to_detected_object(d: Detection) -> Any:
     return recordings.DetectedObject(
         roi=int(d.roi), box_px=tuple(int(v) for v in d.box_px), x_mm=float(d.x_mm),
         y_mm=float(d.y_mm), length_mm=float(d.length_mm), width_px=float(d.width_px),
-        score=float(d.score))
+        score=float(d.score), type=str(d.extra.get("type", "")),
+        type_score=float(d.extra.get("type_score", math.nan)))
 
 
 def _merge_group(dets: list[Detection]) -> Detection:
@@ -327,6 +331,15 @@ def _merge_group(dets: list[Detection]) -> Detection:
 # Detector
 # --------------------------------------------------------------------------------------------
 
+def _with_default_typer(options: dict[str, Any]) -> dict[str, Any]:
+    """Options plus the bundled defect typer (weights/typer.*) unless typer= was given."""
+    if "typer" in options or not DEFAULT_TYPER.exists():
+        return options
+    from inference.classifiers.station import DefectTyper
+
+    return {**options, "typer": DefectTyper.from_file(DEFAULT_TYPER)}
+
+
 class Detector:
     """Runs the network over RoIs and turns its map into scratches and contaminants.
 
@@ -338,7 +351,8 @@ class Detector:
                  device: str | torch.device = "cpu", amp_dtype: torch.dtype | None = None,
                  channels_last: bool = True, compile: bool = False,
                  postprocess_params: PostprocessParams | None = None,
-                 tiling: TilingParams | None = None, materialize: bool = True):
+                 tiling: TilingParams | None = None, materialize: bool = True,
+                 typer: Any = None):
         self.card = card or ModelCard(name="unsaved", architecture=model.config.to_dict())
         self.device = torch.device(device)
         if materialize and model.is_nested:
@@ -359,18 +373,23 @@ class Detector:
         # calibration hook: (S, H, W) uint16 -> uint16 RAW (dark/flat corrected), or None.
         # Set by the caller (calibration.attach_to_detector); inference never imports it.
         self.raw_correction: Callable[[np.ndarray], np.ndarray] | None = None
+        # defect typer (inference.classifiers.station.DefectTyper) or None: when set,
+        # detect_roi types every object from the uncorrected RAW stack (as it was trained).
+        self.typer = typer
 
     @classmethod
     def from_file(cls, path: str | Path = DEFAULT_MODEL, **options: Any) -> Detector:
-        """Load NAME.safetensors + NAME.json (see `load_model`); options go to __init__."""
+        """Load NAME.safetensors + NAME.json (see `load_model`); options go to __init__.
+        The bundled defect typer is attached when present, unless typer= is given."""
         model, card = load_model(path)
-        return cls(model, card, **options)
+        return cls(model, card, **_with_default_typer(options))
 
     @classmethod
     def from_settings(cls, settings: Any, model_path: str | Path | None = None,
                       **options: Any) -> Detector:
         """From the station config's [detector] section (duck-typed: inference does not import
-        rig). Settings override the model card's thresholds and tiling."""
+        rig). Settings override the model card's thresholds and tiling. The bundled defect typer
+        (weights/typer.safetensors + .json) is attached when present, unless typer= is given."""
         path = Path(model_path or getattr(settings, "model", "") or DEFAULT_MODEL)
         model, card = load_model(path)
         g = lambda name, default: getattr(settings, name, default)  # noqa: E731
@@ -390,6 +409,7 @@ class Detector:
                      batch_size=int(g("batch_size", tp.batch_size)))
         threads = int(g("threads", 0)) or max(1, (os.cpu_count() or 2) - 1)
         torch.set_num_threads(threads)  # process-wide: leave a core to the acquisition threads
+        options = _with_default_typer(options)
         device = options.pop("device", g("device", "cpu"))
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -435,8 +455,12 @@ class Detector:
         scratches = [d.with_origin(org, pixel_size_mm, roi) for d in scratches]
         contaminants = [d.with_origin(org, pixel_size_mm, roi) for d in contaminants]
         t2 = time.perf_counter()
+        timings = {"network_s": t1 - t0, "postprocess_s": t2 - t1}
+        if self.typer is not None and (scratches or contaminants):
+            self.typer.type_detections(stack, scratches + contaminants)
+            timings["typing_s"] = time.perf_counter() - t2
         return RoiDetection(roi, org, float(pixel_size_mm), shape, y, p, scratches,
-                            contaminants, {"network_s": t1 - t0, "postprocess_s": t2 - t1})
+                            contaminants, timings)
 
     def merge(self, rois: Sequence[RoiDetection]) -> SampleDetection:
         """Sample-level result: RoIs merged by their origins, overlaps de-duplicated."""

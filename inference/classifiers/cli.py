@@ -90,6 +90,47 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_station(args: argparse.Namespace) -> int:
+    import torch
+
+    from .station import train_typer
+
+    torch.set_num_threads(args.threads)
+    overrides: dict[str, object] = {}
+    for key in ("epochs", "backbone"):
+        val = getattr(args, key)
+        if val is not None:
+            overrides[key] = val
+    t0 = time.perf_counter()
+    clf, data = train_typer(args.samples, args.seed, args.method,
+                            log=lambda m: print(m, file=sys.stderr), **overrides)
+    out = clf.save(args.out)
+    print(json.dumps({"model": str(out), "card": str(out.with_suffix(".json")),
+                      "method": clf.method, "classes": clf.classes,
+                      "n_train": len(data.labels), "class_counts": data.counts(),
+                      "sample_seeds": clf.info["sample_seeds"],
+                      "train_seconds": round(clf.info["train_seconds"], 2),
+                      "total_seconds": round(time.perf_counter() - t0, 2)}, indent=2))
+    return 0
+
+
+def _evaluate_station(args: argparse.Namespace) -> int:
+    import torch
+
+    from .station import DefectTyper, evaluate_typer, format_report
+
+    torch.set_num_threads(args.threads)
+    typer = DefectTyper.from_file(args.model)
+    try:
+        rep = evaluate_typer(typer, args.samples, args.seed)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rep["model"] = str(args.model)
+    print(json.dumps(rep, indent=2) if args.json else format_report(rep))
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``classifier train`` and ``classifier evaluate``."""
     p = subparsers.add_parser("classifier", help="second-stage defect-type classifiers",
@@ -122,3 +163,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also test on the images the model was trained on")
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     e.set_defaults(func=_evaluate)
+
+    from .station import (
+        DEFAULT_EPOCHS,
+        DEFAULT_EVAL_SAMPLES,
+        DEFAULT_TRAIN_SAMPLES,
+        DEFAULT_TYPER,
+        EVAL_SEED,
+        TRAIN_SEED,
+    )
+
+    ts = sub.add_parser("train-station",
+                        help="train the station's defect typer on simulated 6-state crops")
+    ts.add_argument("--out", default=str(DEFAULT_TYPER),
+                    help="output .safetensors, card next to it (default: %(default)s)")
+    ts.add_argument("--samples", type=int, default=DEFAULT_TRAIN_SAMPLES,
+                    help="simulated samples (10 RoIs each; default %(default)s)")
+    ts.add_argument("--seed", type=int, default=TRAIN_SEED,
+                    help="first sample seed (default %(default)s; keep clear of 1000-1999)")
+    ts.add_argument("--method", default="ce", help="classifier method (default %(default)s)")
+    ts.add_argument("--epochs", type=int, default=None,
+                    help=f"training epochs (default {DEFAULT_EPOCHS})")
+    ts.add_argument("--backbone", default=None, help="backbone (default resnet-tiny)")
+    ts.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ts.set_defaults(func=_train_station)
+
+    es = sub.add_parser("evaluate-station",
+                        help="typing accuracy and confusion matrix on held-out simulated crops")
+    es.add_argument("--model", default=str(DEFAULT_TYPER), help="typer .safetensors")
+    es.add_argument("--samples", type=int, default=DEFAULT_EVAL_SAMPLES,
+                    help="held-out simulated samples (default %(default)s)")
+    es.add_argument("--seed", type=int, default=EVAL_SEED,
+                    help="first held-out sample seed (default %(default)s)")
+    es.add_argument("--json", action="store_true", help="print the report as JSON")
+    es.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    es.set_defaults(func=_evaluate_station)
