@@ -16,6 +16,7 @@ from pathlib import Path
 # Modules whose `register(subparsers)` adds working subcommands, in --help order.
 COMMAND_MODULES = (
     "inspection_cli",       # scan
+    "gui.cli",              # gui
     "rig.sim.cli",          # simulate
     "inference.cli",        # infer, model-info
     "inference.classifiers.cli",  # classifier train | evaluate

@@ -1,0 +1,862 @@
+"""The operator's main window: it listens to the inspection and commands it, nothing more.
+
+Threads (see gui/workers.py): the inspection runs in its own thread (`InspectionBridge`), raw
+frames go from the scan thread straight to the preview thread (`PreviewWorker`) and come back
+as small tiles, device commands run on the device thread (`DeviceWorker`). Every slot here does
+a few milliseconds of bookkeeping and widget updates; nothing in the GUI thread touches a
+device, h5py, torch or a full-size frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6 import QtCore, QtGui, QtWidgets
+from PySide6.QtCore import Qt
+
+from gui import devices, imaging
+from gui.calibration_panel import CalibrationPanel
+from gui.errors import plain_error
+from gui.panels import (
+    ControlPanel,
+    DetectionsTable,
+    DeviceStatus,
+    ManualPanel,
+    VerdictPanel,
+    history_entry,
+)
+from gui.sample_map import SampleMap
+from gui.signature_plot import SignaturePlot
+from gui.stack_view import StackView
+from gui.workers import DeviceWorker, InspectionBridge, LoadedRoi, PreviewWorker, RecordingSummary
+from inspection import InspectionRun, RoiDetected, RoiRecorded, SampleResult
+from recordings import DetectedObject
+from rig.config import StationConfig
+from rig.layout import RoiGeometry, roi_layout
+from rig.scan import FrameCaptured, RoiCaptured, RoiStarted, ScanError, ScanFinished, ScanPaused
+
+log = logging.getLogger(__name__)
+
+KEEP_RAW_STACKS = 2  # full-resolution stacks kept in memory during a scan (signature, zoom)
+STATUS_POLL_MS = 1000
+
+
+@dataclass
+class SampleState:
+    """What the window knows about the sample on screen (live or replayed)."""
+
+    sample_id: str
+    rois: dict[int, RoiGeometry]
+    sample_mm: tuple[float, float, float]
+    path: Path | None = None
+    live: bool = True
+    scanning: bool = False
+    states: dict[int, str] = field(default_factory=dict)
+    previews: dict[int, LoadedRoi] = field(default_factory=dict)
+    detections: dict[int, RoiDetected] = field(default_factory=dict)
+    heat: dict[int, tuple[np.ndarray, float]] = field(default_factory=dict)  # probability overlays
+    scratches: list[DetectedObject] | None = None  # merged sample result, once known
+    contaminants: list[DetectedObject] | None = None
+    recorded: set[int] = field(default_factory=set)
+    frames: int = 0
+    capturing: int | None = None  # RoI being captured now
+    started: float = field(default_factory=time.monotonic)
+    result: SampleResult | None = None
+
+    def objects(self) -> tuple[list[DetectedObject], list[DetectedObject]]:
+        """Merged results when the sample is done, else the per-RoI results so far."""
+        if self.scratches is not None:
+            return self.scratches, self.contaminants or []
+        s: list[DetectedObject] = []
+        c: list[DetectedObject] = []
+        for i in sorted(self.detections):
+            s += self.detections[i].scratches
+            c += self.detections[i].contaminants
+        return s, c
+
+    def objects_in(self, roi: int) -> list[tuple[str, DetectedObject]]:
+        s, c = self.objects()
+        return [("scratch", o) for o in s if o.roi == roi] + \
+               [("contaminant", o) for o in c if o.roi == roi]
+
+
+def as_detected_object(o: Any) -> DetectedObject:
+    """The recordings' object type, from whatever the detector put in a per-RoI event.
+
+    `RoiDetected` is declared with `DetectedObject`s, but a detector may hand its own richer
+    type (inference's `Detection`); the window only needs the shared fields.
+    """
+    if isinstance(o, DetectedObject):
+        return o
+    return DetectedObject(
+        roi=int(getattr(o, "roi", -1)), box_px=tuple(int(v) for v in o.box_px),
+        x_mm=float(getattr(o, "x_mm", float("nan"))), y_mm=float(getattr(o, "y_mm", float("nan"))),
+        length_mm=float(getattr(o, "length_mm", float("nan"))),
+        width_px=float(getattr(o, "width_px", float("nan"))), score=float(o.score),
+        type=str(getattr(o, "type", "") or ""), type_score=float(getattr(o, "type_score",
+                                                                        float("nan"))))
+
+
+def sample_mm_of(cfg: StationConfig) -> tuple[float, float, float]:
+    s = cfg.sample
+    return s.width_mm, s.length_mm, s.corner_radius_mm
+
+
+def auto_sample_id(out_dir: Path) -> str:
+    base = time.strftime("S%Y%m%d-%H%M%S")
+    sid, n = base, 1
+    while (out_dir / f"{sid}.h5").exists():
+        n += 1
+        sid = f"{base}-{n}"
+    return sid
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    """Operator window. Give it a rig and detector, or factories run on the device thread."""
+
+    def __init__(self, cfg: StationConfig, *, rig: Any = None, detector: Any = None,
+                 rig_factory: Callable[[], Any] | None = None,
+                 detector_factory: Callable[[], Any] | None = None,
+                 out_dir: Path | None = None, max_fps: float = 8.0,
+                 prepare_sample: Callable[[Any, str], None] | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.rig = rig
+        self._owns_rig = rig is None  # a rig handed in is closed by whoever made it
+        self.detector_pending = False  # a detector is being loaded: Start waits for it
+        self.detector = detector
+        self.out_dir = Path(out_dir) if out_dir is not None else Path(cfg.paths.recordings)
+        self.prepare_sample = prepare_sample
+        self.layout_rois = {r.index: r for r in roi_layout(cfg)}
+        self.sample: SampleState | None = None  # what the window shows (live or replay)
+        self.live_sample: SampleState | None = None  # the sample of the station's last scan
+        self.displayed: int | None = None
+        self._load_req = 0
+        self._pending_select: tuple[str, DetectedObject] | None = None
+        self._closing = False
+        self.last_result: SampleResult | None = None
+        self.rig_error = ""
+        self.setWindowTitle(f"Dark-field inspection · {cfg.station.name}")
+
+        # workers
+        self.preview = PreviewWorker(self)
+        self.devices = DeviceWorker(self)
+        self.bridge = InspectionBridge(self)
+        self.bridge.taps.append(self._tap)
+        q = Qt.ConnectionType.QueuedConnection
+        self.bridge.event.connect(self._on_event, q)
+        self.bridge.done.connect(self._on_done, q)
+        self.preview.frame_ready.connect(self._on_frame_ready, q)
+        self.preview.roi_ready.connect(self._on_roi_ready, q)
+        self.preview.heat_ready.connect(self._on_heat_ready, q)
+        self.preview.summary_ready.connect(self._on_summary, q)
+        self.preview.failed.connect(lambda msg: self.statusBar().showMessage(msg, 8000), q)
+
+        # widgets
+        profile = f"station: {cfg.station.name} · {cfg.source or 'defaults'} · camera " \
+                  f"{cfg.camera.backend} {cfg.camera.width}x{cfg.camera.height}"
+        self.controls = ControlPanel(profile)
+        self.stack = StackView(self.preview, max_fps=max_fps)
+        self.map = SampleMap()
+        self.table = DetectionsTable()
+        self.signature = SignaturePlot()
+        self.verdict = VerdictPanel()
+        self.manual = ManualPanel()
+        self.status = DeviceStatus()
+        self.calibration = CalibrationPanel(cfg, rig=rig)
+        self._build_layout()
+        self._build_menu()
+
+        # wiring
+        self.controls.start_requested.connect(self.start_inspection)
+        self.controls.pause_requested.connect(self._on_pause)
+        self.controls.abort_requested.connect(self.abort_inspection)
+        self.map.roi_clicked.connect(self._on_map_roi)
+        self.map.object_clicked.connect(lambda kind, o: self.select_object(kind, o))
+        self.table.object_selected.connect(self.select_object)
+        self.stack.pixel_clicked.connect(self.show_signature)
+        self.stack.roi_step.connect(self._step_roi)
+        self.stack.follow_changed.connect(self._on_follow)
+        self.stack.levels_changed.connect(self._on_levels)
+        self.verdict.history_activated.connect(lambda p: self.open_recording(Path(p)))
+        self.manual.jog_requested.connect(self._jog)
+        self.manual.home_requested.connect(self._home)
+        self.manual.goto_roi_requested.connect(self._goto_roi)
+        self.manual.light_requested.connect(self._light)
+        self.manual.snapshot_requested.connect(self._snapshot)
+        self.calibration.run_button.clicked.connect(self._update_controls)
+        self.calibration.calibration_saved.connect(self._on_calibration_saved)
+        self.calibration.failed.connect(lambda _msg: self._update_controls())
+
+        self._poll = QtCore.QTimer(self)
+        self._poll.setInterval(STATUS_POLL_MS)
+        self._poll.timeout.connect(self._poll_status)
+        self._poll.start()
+
+        self._display_sample(SampleState("", dict(self.layout_rois), sample_mm_of(cfg)))
+        self.status.set("recording", str(self.out_dir))
+        cam = cfg.camera
+        self.status.set("camera", f"{cam.backend} {cam.width}x{cam.height} {cam.pixel_format}, "
+                                  f"{cam.exposure_us / 1000:.0f} ms, {cam.trigger} trigger")
+        self.status.set("detector", "built in" if detector is not None else "-")
+        self._update_controls()
+        if rig is None and rig_factory is not None:
+            self.status.set("rig", "connecting…")
+            self.devices.submit(rig_factory, on_done=self._on_rig_built)
+        elif rig is not None:
+            self.status.set("rig", type(rig).__name__ + " ready")
+        else:
+            self.status.set("rig", "none (replay only)")
+        self.detector_pending = detector is None and detector_factory is not None
+        if self.detector_pending:
+            self.status.set("detector", "loading…")
+            self.devices.submit(detector_factory, on_done=self._on_detector_loaded)
+        elif detector is not None:
+            self.status.set("detector", getattr(detector, "name", type(detector).__name__))
+        self._update_controls()
+
+    # -- layout -------------------------------------------------------------------------------
+    def _build_layout(self) -> None:
+        bottom = QtWidgets.QSplitter(Qt.Orientation.Horizontal)
+        bottom.addWidget(self.table)
+        bottom.addWidget(self.signature)
+        bottom.setStretchFactor(0, 3)
+        bottom.setStretchFactor(1, 2)
+        left = QtWidgets.QSplitter(Qt.Orientation.Vertical)
+        left.addWidget(self.stack)
+        left.addWidget(bottom)
+        left.setStretchFactor(0, 3)
+        left.setStretchFactor(1, 2)
+        dev = QtWidgets.QWidget()
+        dev_lay = QtWidgets.QVBoxLayout(dev)
+        dev_lay.setContentsMargins(2, 2, 2, 2)
+        dev_lay.addWidget(self.status)
+        dev_lay.addWidget(self.manual)
+        dev_lay.addStretch(1)
+        self.tabs = QtWidgets.QTabWidget()
+        self.tabs.addTab(dev, "Devices && manual")
+        self.tabs.addTab(self.verdict.table, "Shift history")
+        self.tabs.addTab(self.calibration, "Calibration")
+        right_top = QtWidgets.QWidget()
+        rt = QtWidgets.QVBoxLayout(right_top)
+        rt.setContentsMargins(0, 0, 0, 0)
+        rt.addWidget(self.verdict)
+        rt.addWidget(self.map, 1)
+        right = QtWidgets.QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(right_top)
+        right.addWidget(self.tabs)
+        right.setStretchFactor(0, 3)
+        right.setStretchFactor(1, 2)
+        main = QtWidgets.QSplitter(Qt.Orientation.Horizontal)
+        main.addWidget(left)
+        main.addWidget(right)
+        main.setStretchFactor(0, 3)
+        main.setStretchFactor(1, 1)
+        central = QtWidgets.QWidget()
+        lay = QtWidgets.QVBoxLayout(central)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.setSpacing(4)
+        lay.addWidget(self.controls)
+        lay.addWidget(main, 1)
+        self.setCentralWidget(central)
+        self.splitters = (main, left, right, bottom)
+        self.resize(1600, 1000)
+        main.setSizes([1180, 420])
+        left.setSizes([600, 330])
+        right.setSizes([620, 330])
+        bottom.setSizes([700, 480])
+
+    def _build_menu(self) -> None:
+        file = self.menuBar().addMenu("&File")
+        act = QtGui.QAction("&Open recording…", self)
+        act.setShortcut(QtGui.QKeySequence.StandardKey.Open)
+        act.triggered.connect(self._ask_recording)
+        file.addAction(act)
+        self.live_action = QtGui.QAction("Back to &live", self)
+        self.live_action.triggered.connect(self.back_to_live)
+        file.addAction(self.live_action)
+        file.addSeparator()
+        quit_act = QtGui.QAction("&Quit", self)
+        quit_act.setShortcut(QtGui.QKeySequence.StandardKey.Quit)
+        quit_act.triggered.connect(self.close)
+        file.addAction(quit_act)
+
+    # -- state helpers ------------------------------------------------------------------------
+    @property
+    def scanning(self) -> bool:
+        return self.bridge.running or (self.live_sample is not None and self.live_sample.scanning)
+
+    def _display_sample(self, state: SampleState) -> None:
+        self.sample = state
+        self.displayed = None
+        self._pending_select = None
+        self.map.set_layout(state.rois.values(), state.sample_mm, state.states)
+        self.map.set_current(None)
+        s, c = state.objects()
+        self.map.set_objects(s, c)
+        self.table.set_objects(s, c)
+        self.signature.clear()
+
+    @property
+    def ready(self) -> bool:
+        """A sample can be started: rig up, the detector loaded (or known to be missing), and
+        no calibration using the devices."""
+        return self.rig is not None and not self.detector_pending \
+            and not self.calibration.running
+
+    def _update_controls(self) -> None:
+        running = self.scanning
+        ready = self.ready
+        calibrating = self.calibration.running
+        self.controls.set_running(running, can_start=ready)
+        self.manual.setEnabled(self.rig is not None and not running and not calibrating)
+        self.calibration.setEnabled(self.rig is not None and not running)
+        self.live_action.setEnabled(self.sample is not None and not self.sample.live)
+
+    def roi_label(self, index: int, extra: str = "") -> str:
+        r = self.sample.rois.get(index) if self.sample else None
+        if r is None:
+            return f"RoI {index:02d}"
+        cx, cy = r.center_mm
+        src = "live" if self.sample.live else (self.sample.path.name if self.sample.path else "")
+        text = f"RoI {index:02d} (r{r.row} c{r.col}) · ({cx:.1f}, {cy:.1f}) mm · {src}"
+        return f"{text} {extra}".strip()
+
+    # -- inspection ---------------------------------------------------------------------------
+    def start_inspection(self, sample_id: str = "") -> None:
+        if self.scanning or not self.ready:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        sid = sample_id or auto_sample_id(self.out_dir)
+        path = self.out_dir / f"{sid}.h5"
+        resume = None
+        if path.exists():
+            resume = path  # an interrupted recording of this sample: finish it
+        self.status.clear_error()
+        run = InspectionRun(self.cfg, self.rig, self.detector, self.out_dir, sid, resume=resume)
+        state = SampleState(sid, dict(self.layout_rois), sample_mm_of(self.cfg), path=run.path,
+                            live=True, scanning=True)
+        self.live_sample = state
+        self._display_sample(state)
+        self.preview.forget(run.path)
+        self.verdict.set_state("SCANNING", sid, "resuming the interrupted recording"
+                               if resume else "")
+        self.controls.set_progress(0, len(self.layout_rois), "starting…")
+        self.stack.follow.setChecked(True)
+        if self.prepare_sample is not None:
+            self.devices.submit(self.prepare_sample, self.rig, sid,
+                                on_done=lambda _r, exc: self._launch(run, exc))
+        else:
+            self._launch(run, None)
+        self._update_controls()
+
+    def _launch(self, run: InspectionRun, exc: BaseException | None) -> None:
+        if exc is not None:
+            self._report_error(exc)
+            self.live_sample.scanning = False
+            self.verdict.set_state("ERROR", run.sample_id, "the sample could not be prepared")
+            self._update_controls()
+            return
+        try:
+            self.bridge.start(run)
+        except RuntimeError as err:
+            self._report_error(err)
+        self._update_controls()
+
+    def abort_inspection(self) -> None:
+        if self.bridge.running:
+            self.bridge.abort()
+            self.controls.progress.setFormat("aborting…")
+
+    def _on_pause(self, pause: bool) -> None:
+        if pause:
+            self.bridge.pause()
+        else:
+            self.bridge.resume()
+
+    def _tap(self, ev: Any) -> None:
+        """Scan thread: hand raw data to the preview thread without passing the GUI."""
+        if isinstance(ev, FrameCaptured):
+            self.preview.submit_frame(ev.roi.index, ev.state, ev.frame_id, ev.image)
+        elif isinstance(ev, RoiCaptured):
+            self.preview.submit_stack(ev.roi.index, ev.stack, ev.frame_ids)
+
+    def _on_event(self, ev: Any) -> None:
+        """Bookkeeping for the live sample; widgets only change while it is on screen."""
+        s = self.live_sample
+        if s is None:
+            return
+        shown = self.sample is s
+        if isinstance(ev, FrameCaptured):
+            s.frames += 1
+            self.status.frame(ev.frame_id, ev.state)
+            az = imaging.AZIMUTH_STEP_DEG * ev.state
+            self.status.set("lights", f"state {ev.state} ({az:.0f}°/{az + 180:.0f}°) triggered")
+            total = len(s.rois) * self.cfg.scan.states
+            self.controls.set_progress(len(s.recorded), len(s.rois),
+                                       f"RoI {ev.roi.index:02d} · frame {s.frames}/{total}")
+        elif isinstance(ev, RoiStarted):
+            self._set_roi_state(s, ev.roi.index, "capturing")
+            x, y = ev.roi.stage_xy_mm
+            self.status.set("stage", f"moving to ({x:.2f}, {y:.2f}) mm for RoI {ev.roi.index:02d}")
+            s.capturing = ev.roi.index  # the view follows once its first frame is ready
+        elif isinstance(ev, RoiCaptured):
+            s.recorded.add(ev.roi.index)
+            if s.states.get(ev.roi.index) == "capturing":
+                self._set_roi_state(s, ev.roi.index, "captured" if self.detector else "recorded")
+            x, y = ev.stage_xy_mm
+            self.status.set("stage", f"({x:.2f}, {y:.2f}) mm at RoI {ev.roi.index:02d}")
+            self.controls.set_progress(len(s.recorded), len(s.rois),
+                                       f"{len(s.recorded)}/{len(s.rois)} RoIs")
+        elif isinstance(ev, RoiRecorded):
+            self.status.set("recording", f"{ev.path.name}: RoI {ev.roi.index:02d} written "
+                                         f"in {ev.write_s:.2f} s")
+        elif isinstance(ev, RoiDetected):
+            self._on_detected(s, ev)
+        elif isinstance(ev, ScanPaused):
+            if shown:
+                self.verdict.set_state("SCANNING", s.sample_id, "paused at a safe point"
+                                       if ev.paused else "")
+            self.controls.progress.setFormat("paused" if ev.paused else "resumed")
+        elif isinstance(ev, ScanError):
+            if ev.roi is not None:
+                self._set_roi_state(s, ev.roi.index, "error")
+            self._report_error(ev.error)
+        elif isinstance(ev, ScanFinished):
+            self.status.set("lights", "off")
+
+    def _set_roi_state(self, s: SampleState, index: int, state: str) -> None:
+        s.states[index] = state
+        if self.sample is s:
+            self.map.set_state(index, state)
+
+    def _on_detected(self, s: SampleState, ev: RoiDetected) -> None:
+        i = ev.roi.index
+        ev = dataclasses.replace(ev, scratches=[as_detected_object(o) for o in ev.scratches],
+                                 contaminants=[as_detected_object(o) for o in ev.contaminants])
+        s.detections[i] = ev
+        prob = ev.probability
+        if prob is not None and prob.ndim == 2 and prob.shape[0]:
+            self.preview.heat(s.sample_id, i, prob, ev.roi.size_px[0] / prob.shape[0])
+        self._set_roi_state(s, i, "scratch" if ev.scratches else "clean")
+        if self.sample is not s:
+            return
+        sc, co = s.objects()
+        self.map.set_objects(sc, co)
+        self.table.set_objects(sc, co, note="per RoI until the sample is merged")
+        self.verdict.set_state("SCANNING", s.sample_id,
+                               f"so far: {len(sc)} scratch(es), {len(co)} contaminant(s)")
+        if self.displayed == i:
+            self._apply_overlays()
+
+    def _on_done(self, result: SampleResult | None, exc: BaseException | None) -> None:
+        s = self.live_sample
+        shown = s is not None and self.sample is s
+        if s is not None:
+            s.scanning = False
+        if exc is not None or result is None:
+            self._report_error(exc or "the inspection ended without a result")
+            if shown:
+                self.verdict.set_state("ERROR", s.sample_id,
+                                       plain_error(exc or "no result").headline)
+            self._update_controls()
+            return
+        self.last_result = result
+        s.result = result
+        if result.verdict in ("PASS", "FAIL"):
+            s.scratches = [as_detected_object(o) for o in result.scratches]
+            s.contaminants = [as_detected_object(o) for o in result.contaminants]
+            for i in s.rois:
+                if s.states.get(i) != "error":
+                    has = any(o.roi == i for o in s.scratches)
+                    self._set_roi_state(s, i, "scratch" if has else "clean")
+        cycle = result.timings_s.get("total", 0.0)
+        counts = (f"{len(result.scratches)} scratch(es) · {len(result.contaminants)} "
+                  f"contaminant(s) · cycle {cycle:.1f} s")
+        if result.error:
+            counts += f"\n{plain_error(result.error).detail}"
+        if shown:
+            sc, co = s.objects()
+            self.map.set_objects(sc, co)
+            self.table.set_objects(sc, co)
+            if self.displayed is not None:
+                self._apply_overlays()
+            self.verdict.set_state(result.verdict, result.sample_id, counts)
+        self.verdict.add_history(history_entry(result.sample_id, result.verdict,
+                                               len(result.scratches), len(result.contaminants),
+                                               cycle, str(result.recording)))
+        self.controls.set_progress(len(s.recorded), len(s.rois), result.verdict.lower())
+        state = "complete" if result.complete else "incomplete"
+        self.status.set("recording", f"{result.recording} ({state})")
+        self.statusBar().showMessage(result.summary_line(), 15000)
+        self._update_controls()
+
+    def _report_error(self, exc: BaseException | str) -> None:
+        pe = plain_error(exc)
+        self.status.show_error(pe.text())
+        self.tabs.setCurrentIndex(0)
+        self.statusBar().showMessage(pe.headline, 15000)
+        log.warning("operator shown: %s (%s)", pe.headline, pe.detail)
+
+    # -- what the stack view shows ------------------------------------------------------------
+    def _on_frame_ready(self, roi: int, state: int, tile: np.ndarray, factor: int,
+                        shape: tuple[int, int]) -> None:
+        ls = self.live_sample
+        if roi != -1 and ls is not None and self.sample is ls and ls.scanning \
+                and self.stack.follow.isChecked() and roi == ls.capturing \
+                and self.displayed != roi:
+            # follow: switch to the new RoI at its first frame, so the previous RoI (with its
+            # max and modulation tiles) stays on screen while the stage moves
+            self.displayed = roi
+            self.map.set_current(roi)
+            self.stack.begin_roi(roi, shape, self.roi_label(roi, "· capturing"), keep=True)
+        if self.displayed == roi and self.stack.current is None \
+                and (roi == -1 or self.sample is self.live_sample):
+            self.stack.show_frame(roi, state, tile, factor, shape)
+
+    def _on_roi_ready(self, loaded: LoadedRoi) -> None:
+        s = self.sample
+        i = loaded.preview.roi
+        if loaded.source == "live":
+            ls = self.live_sample
+            if ls is None:
+                return
+            ls.previews[i] = loaded
+            kept = [k for k, v in ls.previews.items() if v.stack is not None]
+            for k in kept[:-KEEP_RAW_STACKS]:
+                ls.previews[k].stack = None  # keep memory bounded; the file has the raw data
+            if s is ls and self.displayed == i:
+                self._show_loaded(loaded)
+        else:
+            if loaded.request != self._load_req or s is None or s.path is None \
+                    or loaded.source != str(s.path):
+                return
+            s.previews[i] = loaded
+            if loaded.heat is not None:
+                s.heat[i] = loaded.heat
+            if self.displayed == i:
+                self._show_loaded(loaded)
+
+    def _on_heat_ready(self, key: str, roi: int, heat: tuple[np.ndarray, float]) -> None:
+        ls = self.live_sample
+        if ls is None or ls.sample_id != key:
+            return
+        ls.heat[roi] = heat
+        if self.sample is ls and self.displayed == roi:
+            self._apply_overlays()
+
+    def _show_loaded(self, loaded: LoadedRoi) -> None:
+        self.stack.show_roi(loaded, self.roi_label(loaded.preview.roi))
+        if loaded.preview.levels != self.preview.levels:  # stored before the levels changed
+            self._on_levels(self.preview.levels)
+        self._apply_overlays()
+        if self._pending_select is not None and self._pending_select[1].roi == loaded.preview.roi:
+            kind, obj = self._pending_select
+            self._pending_select = None
+            self.stack.select_box(obj.box_px)
+
+    def _apply_overlays(self) -> None:
+        s, i = self.sample, self.displayed
+        if s is None or i is None:
+            return
+        heat = s.heat.get(i)
+        if heat is None and i in s.previews:
+            heat = s.previews[i].heat
+        self.stack.set_overlays(s.objects_in(i), heat)
+
+    def show_roi(self, index: int) -> None:
+        """Show one RoI of the current sample: from memory, or read from its recording."""
+        s = self.sample
+        if s is None or index not in s.rois:
+            return
+        self.displayed = index
+        self.map.set_current(index)
+        loaded = s.previews.get(index)
+        if s.live and s.scanning and index == s.capturing and loaded is None:
+            r = s.rois[index]  # its frames fill the tiles as they arrive
+            self.stack.begin_roi(index, r.size_px, self.roi_label(index, "· capturing"))
+            return
+        if loaded is not None and (loaded.stack is not None or s.scanning or s.path is None):
+            self._show_loaded(loaded)
+        elif s.path is not None and not s.scanning and index in s.recorded:
+            if loaded is not None:
+                self._show_loaded(loaded)  # preview now, full stack when read
+            else:
+                r = s.rois[index]
+                self.stack.begin_roi(index, r.size_px, self.roi_label(index, "· loading…"))
+            self._load_req = self.preview.load_roi(s.path, index)
+        elif loaded is not None:
+            self._show_loaded(loaded)
+        else:
+            r = s.rois[index]
+            self.stack.begin_roi(index, r.size_px, self.roi_label(index, "· not captured"))
+
+    def _on_map_roi(self, index: int) -> None:
+        s = self.sample
+        if s is not None and s.scanning and self.stack.follow.isChecked():
+            self.stack.follow.setChecked(False)  # the operator wants to look at this one
+        self.show_roi(index)
+
+    def _step_roi(self, step: int) -> None:
+        s = self.sample
+        if s is None or not s.rois:
+            return
+        ids = sorted(s.rois)
+        cur = self.displayed if self.displayed in ids else ids[0] - step
+        nxt = ids[(ids.index(cur) + step) % len(ids)] if cur in ids else ids[0]
+        self._on_map_roi(nxt)
+
+    def _on_follow(self, on: bool) -> None:
+        s = self.sample
+        if on and s is not None and s.scanning and s.previews:
+            self.show_roi(max(s.previews))  # the newest RoI; the next frame switches on
+
+    def _on_levels(self, name: str) -> None:
+        cur = self.stack.current
+        if cur is not None:
+            req = self.preview.relevel(cur.preview, name, cur.stack, cur.heat, cur.source)
+            if cur.source != "live":
+                self._load_req = req
+
+    def select_object(self, kind: str, obj: DetectedObject) -> None:
+        """From the table or the map: show its RoI, outline it and zoom on it."""
+        self.map.select_object(obj)
+        self.table.select(obj)
+        if self.displayed != obj.roi or self.stack.current is None \
+                or self.stack.roi_index != obj.roi:
+            self._pending_select = (kind, obj)
+            if self.sample is not None and self.sample.scanning:
+                self.stack.follow.setChecked(False)
+            self.show_roi(obj.roi)
+            if self.stack.current is not None and self.stack.roi_index == obj.roi:
+                self._pending_select = None
+                self.stack.select_box(obj.box_px)
+        else:
+            self.stack.select_box(obj.box_px)
+
+    # -- physical signature -------------------------------------------------------------------
+    def show_signature(self, row: float, col: float) -> None:
+        cur = self.stack.current
+        if cur is None:
+            self.statusBar().showMessage("the signature needs all 6 states of this RoI; "
+                                         "wait until it is captured", 5000)
+            return
+        if cur.stack is not None:
+            sig = imaging.signature_at(cur.stack, row, col)
+        else:
+            sig = imaging.signature_from_preview(cur.preview.states_dn, cur.preview.factor,
+                                                 row, col)
+        self.stack.mark(sig.row, sig.col)
+        i = cur.preview.roi
+        where = f"RoI {i:02d} px (row {sig.row}, col {sig.col})"
+        r = self.sample.rois.get(i) if self.sample else None
+        if r is not None:
+            x, y = r.to_sample_mm(sig.row + 1, sig.col + 1)
+            where += f" = ({x:.2f}, {y:.2f}) mm"
+        self.signature.show_signature(sig, where)
+
+    # -- replay -------------------------------------------------------------------------------
+    def _ask_recording(self) -> None:
+        start = str(self.out_dir if self.out_dir.exists() else Path.cwd())
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open recording", start,
+                                                        "Recordings (*.h5);;All files (*)")
+        if path:
+            self.open_recording(Path(path))
+
+    def open_recording(self, path: Path) -> None:
+        """Replay a recording (complete or not). Reading happens on the preview thread."""
+        ls = self.live_sample
+        if ls is not None and ls.scanning and ls.path \
+                and Path(path).resolve() == ls.path.resolve():
+            self.statusBar().showMessage("this sample is still being recorded", 5000)
+            return
+        self.statusBar().showMessage(f"opening {path}…")
+        self.preview.summarize(Path(path))
+
+    def _on_summary(self, summary: RecordingSummary | None, error: str | None) -> None:
+        if summary is None:
+            self._report_error(error or "cannot open the recording")
+            return
+        if self.bridge.running:
+            self.stack.follow.setChecked(False)
+        res_by_roi = {o.roi for o in summary.scratches}
+        states = {}
+        for r in summary.rois:
+            if r.index not in summary.recorded:
+                states[r.index] = "pending"
+            elif not summary.verdict:
+                states[r.index] = "recorded"
+            else:
+                states[r.index] = "scratch" if r.index in res_by_roi else "clean"
+        state = SampleState(summary.sample_id, {r.index: r for r in summary.rois},
+                            summary.sample_mm, path=summary.path, live=False, scanning=False,
+                            states=states, recorded=set(summary.recorded))
+        if summary.verdict:
+            state.scratches, state.contaminants = summary.scratches, summary.contaminants
+        self._display_sample(state)
+        verdict = summary.verdict or ("NOT-INSPECTED" if summary.status == "complete"
+                                      else "INCOMPLETE")
+        total = summary.timings_s.get("total")
+        counts = (f"{len(summary.scratches)} scratch(es) · {len(summary.contaminants)} "
+                  f"contaminant(s)" + (f" · cycle {total:.1f} s" if total else "")
+                  + f"\nreplay: {summary.path.name} · {summary.status} · "
+                    f"{len(summary.recorded)}/{summary.n_rois} RoIs")
+        self.verdict.set_state(verdict, summary.sample_id, counts)
+        self.statusBar().showMessage(f"replaying {summary.path} ({summary.status})", 10000)
+        self._update_controls()
+        if summary.recorded:
+            self.show_roi(summary.recorded[0])
+        else:
+            self.stack.begin_roi(0, next(iter(state.rois.values())).size_px
+                                 if state.rois else (2, 2), "no RoI recorded")
+
+    def back_to_live(self) -> None:
+        """Leave replay: show the station's current (or last) sample again."""
+        s = self.sample
+        if s is None or s.live:
+            return
+        ls = self.live_sample
+        self._display_sample(ls or SampleState("", dict(self.layout_rois),
+                                               sample_mm_of(self.cfg)))
+        if ls is None:
+            self.verdict.set_state("READY")
+        elif ls.scanning:
+            self.verdict.set_state("SCANNING", ls.sample_id)
+            self.stack.follow.setChecked(True)
+            self._on_follow(True)
+        elif ls.result is not None:
+            r = ls.result
+            self.verdict.set_state(r.verdict, r.sample_id,
+                                   f"{len(r.scratches)} scratch(es) · {len(r.contaminants)} "
+                                   f"contaminant(s) · cycle {r.timings_s.get('total', 0):.1f} s")
+        self._update_controls()
+
+    # -- devices ------------------------------------------------------------------------------
+    def _on_rig_built(self, rig: Any, exc: BaseException | None) -> None:
+        if exc is not None:
+            self.rig_error = str(exc)
+            self.status.set("rig", "not available")
+            self._report_error(exc)
+        else:
+            self.rig = rig
+            self.calibration.rig = rig
+            self.status.set("rig", type(rig).__name__ + " ready")
+        self._update_controls()
+
+    def _on_calibration_saved(self, cal: Any, path: Any) -> None:
+        """A new calibration is on the rig (LED levels, id); give the detector its dark/flat."""
+        self._update_controls()
+        if self.detector is not None:
+            try:
+                from calibration.apply import attach_to_detector
+
+                on = attach_to_detector(self.detector, cal, self.cfg.camera.exposure_us)
+                self.status.set("detector", f"{self.detector.name} · "
+                                            f"{'dark/flat corrected' if on else 'uncorrected'}")
+            except Exception as exc:  # the calibration is saved either way
+                self._report_error(exc)
+        self.statusBar().showMessage(f"calibration saved: {path}", 15000)
+
+    def _on_detector_loaded(self, det: Any, exc: BaseException | None) -> None:
+        self.detector_pending = False
+        self._update_controls()
+        if exc is not None:
+            self.status.set("detector", "not loaded: verdicts will be NOT-INSPECTED")
+            self._report_error(exc)
+        else:
+            self.detector = det
+            self.status.set("detector", str(getattr(det, "name", type(det).__name__)))
+
+    def _rig_call(self, fn: Callable[..., Any], *args: Any,
+                  done: Callable[[Any], None] | None = None) -> None:
+        """Run a manual command on the device thread (never while a scan or a calibration
+        owns the rig)."""
+        if self.rig is None or self.scanning or self.calibration.running:
+            return
+
+        def finished(result: Any, exc: BaseException | None) -> None:
+            if exc is not None:
+                self._report_error(exc)
+            elif done is not None:
+                done(result)
+            self._poll_status()
+
+        self.devices.submit(fn, self.rig, *args, on_done=finished)
+
+    def _jog(self, dx: float, dy: float) -> None:
+        self._rig_call(devices.jog, dx, dy)
+
+    def _home(self) -> None:
+        self._rig_call(devices.home)
+
+    def _goto_roi(self, index: int) -> None:
+        r = self.layout_rois.get(index)
+        if r is not None:
+            self._rig_call(devices.move_to, r.stage_xy_mm)
+
+    def _light(self, state: int | None) -> None:
+        self._rig_call(devices.light_state, state,
+                       done=lambda _: self.status.set("lights", "off" if state is None
+                                                      else f"state {state} on (manual)"))
+
+    def _snapshot(self) -> None:
+        state = self.manual.light.currentData()
+
+        def show(frame: Any) -> None:
+            image = getattr(frame, "image", frame)
+            k = getattr(frame, "state", None)
+            k = int(state if k is None else k) if (k is not None or state is not None) else 0
+            shape = (int(image.shape[0]), int(image.shape[1]))
+            self.stack.follow.setChecked(False)
+            self.displayed = -1
+            self.map.set_current(None)
+            self.stack.begin_roi(-1, shape, f"snapshot · state {k} · "
+                                            f"{time.strftime('%H:%M:%S')}")
+            self.preview.submit_frame(-1, k, getattr(frame, "frame_id", 0), image)
+
+        self._rig_call(devices.snapshot, self.cfg, state, done=show)
+
+    def _poll_status(self) -> None:
+        """Idle only: ask the devices for their status on the device thread."""
+        if self.rig is None or self.scanning or self.devices.busy or self._closing \
+                or self.calibration.running:
+            return
+
+        def show(st: dict[str, str] | None, exc: BaseException | None) -> None:
+            if exc is not None or not st or self.scanning:
+                return
+            for key in ("stage", "lights", "camera"):
+                if key in st:
+                    self.status.set(key, st[key])
+
+        self.devices.submit(devices.status, self.rig, on_done=show)
+
+    # -- shutdown -----------------------------------------------------------------------------
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 (Qt name)
+        self._closing = True
+        self._poll.stop()
+        if self.calibration.running:
+            self.calibration.cancel()
+            self.calibration.join(30)
+        if self.bridge.running:
+            self.bridge.abort()
+            self.bridge.join(30)
+        self.devices.shutdown(wait=True)  # pending status polls are cancelled
+        rig = self.rig
+        if rig is not None and self._owns_rig:
+            try:  # lights off, stage stopped, ports closed (emulators stopped on the sim bench)
+                if hasattr(rig, "close"):
+                    rig.close()
+                elif hasattr(rig, "__exit__"):
+                    rig.__exit__(None, None, None)
+            except Exception as exc:  # closing must not stop the window from closing
+                log.warning("closing the rig: %s", exc)
+        self.preview.stop()
+        super().closeEvent(event)

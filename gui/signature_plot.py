@@ -1,0 +1,112 @@
+"""The physical signature of a clicked spot: intensity versus illumination azimuth.
+
+A scratch scatters light only when lit roughly across its direction, so its polar curve is a
+narrow two-lobed shape and its modulation index is high; dust, stains and fibres scatter in
+every direction, so theirs is a circle. The y axis points down as in the image, so a lobe points
+the way the light came from on screen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from gui import imaging
+
+GRID_PEN = (90, 96, 108)
+
+
+class SignaturePlot(QtWidgets.QWidget):
+    def __init__(self, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.plot = pg.PlotWidget(background=(24, 26, 30))
+        self.plot.setAspectLocked(True)
+        self.plot.invertY(True)
+        self.plot.hideAxis("left")
+        self.plot.hideAxis("bottom")
+        self.plot.setMenuEnabled(False)
+        self.plot.hideButtons()
+        self.plot.getViewBox().setMouseEnabled(False, False)
+        self._grid: list[QtWidgets.QGraphicsItem] = []
+        self.curve = pg.PlotDataItem(pen=pg.mkPen("#ffcc33", width=2.5),
+                                     fillLevel=None, brush=None)
+        self.points = pg.ScatterPlotItem(size=8, pen=None, brush=pg.mkBrush("#ffcc33"))
+        self.plot.addItem(self.curve)
+        self.plot.addItem(self.points)
+        self.title = QtWidgets.QLabel("Physical signature: click a pixel in any tile")
+        self.title.setStyleSheet("font-weight: bold;")
+        self.modulation = QtWidgets.QLabel("")
+        self.modulation.setStyleSheet("font-size: 15px; font-weight: bold;")
+        self.detail = QtWidgets.QLabel("")
+        self.detail.setStyleSheet("color: #aab1bc; font-family: monospace; font-size: 11px;")
+        self.detail.setWordWrap(True)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(self.title)
+        lay.addWidget(self.plot, 1)
+        lay.addWidget(self.modulation)
+        lay.addWidget(self.detail)
+        self.signature: imaging.Signature | None = None
+        self._draw_grid(1.0)
+
+    def _draw_grid(self, r_max: float) -> None:
+        """Rings and spokes as one path item (cheap to paint), plus a few labels."""
+        for item in self._grid:
+            self.plot.removeItem(item)
+        path = QtGui.QPainterPath()
+        for frac in (0.25, 0.5, 0.75, 1.0):
+            r = r_max * frac
+            path.addEllipse(QtCore.QPointF(0, 0), r, r)
+        for k in range(12):
+            a = np.deg2rad(30 * k)
+            path.moveTo(0, 0)
+            path.lineTo(r_max * np.cos(a), r_max * np.sin(a))
+        grid = QtWidgets.QGraphicsPathItem(path)
+        pen = QtGui.QPen(QtGui.QColor(*GRID_PEN), 1)
+        pen.setCosmetic(True)
+        grid.setPen(pen)
+        self._grid = [grid]
+        for k in range(0, 12, 3):
+            a = np.deg2rad(30 * k)
+            label = pg.TextItem(f"{30 * k}°", color="#8a93a0", anchor=(0.5, 0.5))
+            label.setPos(1.14 * r_max * np.cos(a), 1.14 * r_max * np.sin(a))
+            self._grid.append(label)
+        scale = pg.TextItem(f"{r_max:.0f} DN", color="#8a93a0", anchor=(0, 1))
+        scale.setPos(0.72 * r_max, -0.72 * r_max)
+        self._grid.append(scale)
+        for item in self._grid:
+            item.setZValue(-1)
+            self.plot.addItem(item)
+        lim = 1.25 * r_max
+        self.plot.getViewBox().setRange(QtCore.QRectF(-lim, -lim, 2 * lim, 2 * lim), padding=0)
+
+    def show_signature(self, sig: imaging.Signature, where: str) -> None:
+        self.signature = sig
+        values = np.asarray(sig.values_dn, dtype=float)
+        r_max = float(max(values.max(), 1.0))
+        nice = 10 ** np.floor(np.log10(r_max))
+        r_max = float(np.ceil(r_max / nice) * nice)
+        self._draw_grid(r_max)
+        x, y = imaging.polar_curve(values, sig.azimuths_deg)
+        self.curve.setData(x, y)
+        self.points.setData(x[:-1], y[:-1])
+        m = sig.modulation
+        color = ("#ff5a5a" if m >= imaging.DIRECTIONAL_M else
+                 "#5ac8ff" if m <= imaging.ISOTROPIC_M else "#ffcc33")
+        self.modulation.setText(f"modulation index {m:.2f}: {sig.verdict}")
+        self.modulation.setStyleSheet(f"font-size: 15px; font-weight: bold; color: {color};")
+        sat = "  SATURATED (modulation understated)" if sig.saturated else ""
+        approx = "  (from preview; raw stack not in memory)" if sig.approximate else ""
+        self.title.setText(f"Physical signature · {where}")
+        per_state = "  ".join(f"{a:.0f}°:{v:.0f}" for a, v in zip(sig.azimuths_deg, values,
+                                                                   strict=True))
+        self.detail.setText(f"DN above black per state  {per_state}{sat}{approx}")
+
+    def clear(self) -> None:
+        self.signature = None
+        self.curve.setData([], [])
+        self.points.clear()
+        self.modulation.setText("")
+        self.detail.setText("")
+        self.title.setText("Physical signature: click a pixel in any tile")
