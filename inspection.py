@@ -40,9 +40,12 @@ class RoiRecorded:
 
 @dataclass(frozen=True)
 class RoiDetected:
+    """Per-RoI detector output (inference.postprocess.Detection objects, RoI frame); the
+    sample-level, de-duplicated DetectedObjects come with SampleDone."""
+
     roi: RoiGeometry
-    scratches: list[DetectedObject]
-    contaminants: list[DetectedObject]
+    scratches: list[Any]
+    contaminants: list[Any]
     probability: np.ndarray = field(repr=False)
     detect_s: float = 0.0
 
