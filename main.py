@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "gui.cli",              # gui
     "rig.sim.cli",          # simulate
     "inference.cli",        # infer, model-info
+    "inference.train_cli",  # train, evaluate
     "inference.classifiers.cli",  # classifier train | evaluate
     "calibration.cli",      # calibrate
     "rig.devices_cli",      # devices

@@ -392,7 +392,10 @@ class Detector:
         (weights/typer.safetensors + .json) is attached when present, unless typer= is given."""
         path = Path(model_path or getattr(settings, "model", "") or DEFAULT_MODEL)
         model, card = load_model(path)
-        g = lambda name, default: getattr(settings, name, default)  # noqa: E731
+        def g(name: str, default: Any) -> Any:  # an unset (None) setting keeps the card's value
+            value = getattr(settings, name, None)
+            return default if value is None else value
+
         pp = PostprocessParams.from_dict(card.postprocess)
         clusterer = g("clusterer", None)
         pp = replace(

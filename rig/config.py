@@ -113,8 +113,10 @@ class DetectorSettings(_Section):
     batch_size: int = Field(4, ge=1)
     threads: int = Field(0, ge=0, description="CPU threads for the network; 0 = all cores but "
                          "one, which stays free for acquisition")
-    t_low: float = Field(0.25, gt=0, lt=1)
-    t_high: float = Field(0.75, gt=0, le=1)
+    t_low: float | None = Field(None, gt=0, lt=1, description="empty = the model card's "
+                                "operating point (paper: 0.25)")
+    t_high: float | None = Field(None, gt=0, le=1, description="empty = the model card's "
+                                 "operating point (paper: 0.75)")
     dbscan_eps: Positive = 25.0
     dbscan_min_samples: int = Field(16, ge=1)
     cluster_downscale: int = Field(8, ge=1)
@@ -124,7 +126,7 @@ class DetectorSettings(_Section):
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> DetectorSettings:
-        if self.t_low > self.t_high:
+        if self.t_low is not None and self.t_high is not None and self.t_low > self.t_high:
             raise ValueError(f"t_low ({self.t_low}) must not exceed t_high ({self.t_high})")
         if self.tile_overlap_px >= self.tile_px // 2:
             raise ValueError("tile_overlap_px must be less than half of tile_px")

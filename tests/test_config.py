@@ -11,7 +11,7 @@ def test_bundled_sim_profile_is_the_default() -> None:
     cfg = load_config()
     assert cfg.is_simulated and cfg.scan.columns * cfg.scan.rows == 10
     assert cfg.camera.width == 3504 and cfg.camera.height == 3120
-    assert cfg.detector.t_low == 0.25 and cfg.detector.t_high == 0.75
+    assert cfg.detector.t_low is None and cfg.detector.t_high is None  # model card decides
     assert load_config("sim") == cfg
 
 
