@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="detector weights (.safetensors); default: the configured one")
     p.add_argument("--no-infer", action="store_true", help="record only, no detection")
     p.add_argument("--resume", type=Path, metavar="FILE",
-                   help="finish an interrupted recording (captures only its missing RoIs)")
+                   help="finish an interrupted recording (captures only its missing RoIs); on the "
+                        "simulated bench pass the --seed of that sample")
     p.add_argument("--no-prompt", action="store_true",
                    help="real rig: do not wait for the operator to load each sample")
     p.add_argument("--json", action="store_true", help="print the batch report as JSON")
@@ -71,11 +72,10 @@ def run_scan(args: argparse.Namespace) -> int:
                 attach_to_detector(detector, cal, cfg.camera.exposure_us)
             log.info("using calibration %s", cal.calibration_id)
         for n, sample_id in enumerate(ids):
-            if args.resume is None:
-                if cfg.is_simulated:
-                    rig.load_virtual_sample(cfg.sim.seed + n)
-                elif not args.no_prompt and not _prompt_load(sample_id):
-                    break
+            if cfg.is_simulated:  # resuming: --seed must name the interrupted sample's seed
+                rig.load_virtual_sample(cfg.sim.seed + n)
+            elif args.resume is None and not args.no_prompt and not _prompt_load(sample_id):
+                break
             run = InspectionRun(cfg, rig, detector, out, sample_id or "", resume=args.resume)
             result = _run_with_progress(run, quiet=args.json)
             results.append(result)
