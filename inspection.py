@@ -187,26 +187,28 @@ class InspectionRun:
             error = "device error during the scan (see log)"
         complete = not (finished.aborted or finished.failed or consumer_error)
         result_kwargs: dict[str, Any] = {}
-        if complete and self.detector is not None:
-            # RoIs recorded before an interruption are detected now, from the file.
-            for index in sorted(set(layout) - set(detections)):
-                stack = writer.read_raw(index)
-                detections[index] = self._detect(layout[index], stack, timings)
-            scratches, contaminants = self.detector.merge_sample(
-                {i: (d.scratches, d.contaminants) for i, d in detections.items()}, layout)
-            verdict = "FAIL" if scratches else "PASS"
-            timings["total"] = time.monotonic() - t_start
-            writer.write_results(DetectionResults(
-                detector=self.detector.name, model_sha256=self.detector.sha256, verdict=verdict,
-                scratches=scratches, contaminants=contaminants,
-                probability_maps={i: d.probability for i, d in detections.items()},
-                timings_s=timings, probability_scale=self.detector.probability_scale))
-            result_kwargs = {"scratches": scratches, "contaminants": contaminants}
-        elif complete:
-            verdict = "NOT-INSPECTED"
-        else:
-            verdict = "ABORTED" if finished.aborted and not consumer_error else "INCOMPLETE"
-        writer.close()
+        try:  # whatever happens below, what was recorded stays closed and readable
+            if complete and self.detector is not None:
+                # RoIs recorded before an interruption are detected now, from the file.
+                for index in sorted(set(layout) - set(detections)):
+                    stack = writer.read_raw(index)
+                    detections[index] = self._detect(layout[index], stack, timings)
+                scratches, contaminants = self.detector.merge_sample(
+                    {i: (d.scratches, d.contaminants) for i, d in detections.items()}, layout)
+                verdict = "FAIL" if scratches else "PASS"
+                timings["total"] = time.monotonic() - t_start
+                writer.write_results(DetectionResults(
+                    detector=self.detector.name, model_sha256=self.detector.sha256, verdict=verdict,
+                    scratches=scratches, contaminants=contaminants,
+                    probability_maps={i: d.probability for i, d in detections.items()},
+                    timings_s=timings, probability_scale=self.detector.probability_scale))
+                result_kwargs = {"scratches": scratches, "contaminants": contaminants}
+            elif complete:
+                verdict = "NOT-INSPECTED"
+            else:
+                verdict = "ABORTED" if finished.aborted and not consumer_error else "INCOMPLETE"
+        finally:
+            writer.close()
         timings["total"] = time.monotonic() - t_start
         result = SampleResult(self.sample_id, verdict, self.path, timings_s=timings, error=error,
                               **result_kwargs)
