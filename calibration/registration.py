@@ -197,17 +197,8 @@ def calibrated_roi_layout(cfg: Any, reg: Registration) -> tuple[Any, ...]:
     Same RoIs as `rig.layout.roi_layout(cfg)`, but `pixel_size_mm` is the registration's (so
     detections land at the right sample mm) and `stage_xy_mm` comes from J.
     """
-    from rig.geometry import roi_grid
-    from rig.layout import RoiGeometry
+    from rig.layout import roi_layout
 
-    cam, scan = cfg.camera, cfg.scan
-    pix = reg.pixel_size_mm
-    origins = roi_grid(cfg.sample.width_mm, cfg.sample.length_mm, cam.width, cam.height, pix,
-                       columns=scan.columns, rows=scan.rows, min_overlap_px=scan.min_overlap_px)
-    out = []
-    for index, (grid_row, grid_col, r0, c0) in enumerate(origins):
-        centre = (r0 + cam.height / 2, c0 + cam.width / 2)
-        xy = sample_px_to_stage(reg, centre, tuple(cfg.stage.sample_origin_mm))
-        out.append(RoiGeometry(index, grid_row, grid_col, (r0, c0), (cam.height, cam.width),
-                               pix, xy))
-    return tuple(out)
+    origin = tuple(cfg.stage.sample_origin_mm)
+    return roi_layout(cfg, reg.pixel_size_mm,
+                      lambda centre_px: sample_px_to_stage(reg, centre_px, origin))

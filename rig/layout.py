@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,18 +34,29 @@ class RoiGeometry:
         return sample_mm_to_roi_px(x_mm, y_mm, self.origin_px, self.pixel_size_mm)
 
 
-def roi_layout(cfg: StationConfig) -> tuple[RoiGeometry, ...]:
-    """The station's RoI grid, row-major, with stage coordinates from `stage.sample_origin_mm`."""
+def roi_layout(cfg: StationConfig, pixel_size_mm: float | None = None,
+               stage_for_centre: Callable[[tuple[float, float]], tuple[float, float]] | None = None
+               ) -> tuple[RoiGeometry, ...]:
+    """The station's RoI grid, row-major.
+
+    By default in nominal pixels with stage coordinates from `stage.sample_origin_mm`; a
+    calibration passes the measured `pixel_size_mm` and `stage_for_centre` (sample pixel
+    (row, col) of the RoI centre -> stage (x, y) mm, correcting the stage rotation).
+    """
     cam, scan = cfg.camera, cfg.scan
-    origins = roi_grid(cfg.sample.width_mm, cfg.sample.length_mm, cam.width, cam.height,
-                       scan.pixel_size_mm, columns=scan.columns, rows=scan.rows,
-                       min_overlap_px=scan.min_overlap_px)
+    pix = pixel_size_mm or scan.pixel_size_mm
+    origins = roi_grid(cfg.sample.width_mm, cfg.sample.length_mm, cam.width, cam.height, pix,
+                       columns=scan.columns, rows=scan.rows, min_overlap_px=scan.min_overlap_px)
     ox, oy = cfg.stage.sample_origin_mm
     out = []
     for index, (grid_row, grid_col, r0, c0) in enumerate(origins):
-        cx, cy = roi_centre_mm((r0, c0), cam.width, cam.height, scan.pixel_size_mm)
+        if stage_for_centre is None:
+            cx, cy = roi_centre_mm((r0, c0), cam.width, cam.height, pix)
+            stage_xy = (ox + cx, oy + cy)
+        else:
+            stage_xy = stage_for_centre((r0 + cam.height / 2, c0 + cam.width / 2))
         out.append(RoiGeometry(index, grid_row, grid_col, (r0, c0), (cam.height, cam.width),
-                               scan.pixel_size_mm, (ox + cx, oy + cy)))
+                               pix, stage_xy))
     return tuple(out)
 
 
