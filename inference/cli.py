@@ -50,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="clustering implementation (default: the model card's)")
     p.add_argument("--t-low", type=float, default=None, help="override T_low")
     p.add_argument("--t-high", type=float, default=None, help="override T_high")
+    p.add_argument("--min-high-px", type=int, default=None, metavar="K",
+                   help="override min_high_px (map pixels of a cluster that must reach T_high)")
     p.add_argument("--black-level", type=float, default=None,
                    help="RAW black level in DN (default: the model card's, 64)")
     p.add_argument("--no-write", action="store_true", help="do not write /results")
@@ -108,9 +110,14 @@ def cmd_infer(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     over: dict[str, Any] = {k: v for k, v in (("method", args.method), ("t_low", args.t_low),
-                                              ("t_high", args.t_high)) if v is not None}
+                                              ("t_high", args.t_high),
+                                              ("min_high_px", args.min_high_px)) if v is not None}
     if over:
-        det.postprocess_params = dataclasses.replace(det.postprocess_params, **over)
+        try:
+            det.postprocess_params = dataclasses.replace(det.postprocess_params, **over)
+        except ValueError as exc:
+            print(f"error: post-processing options: {exc}", file=sys.stderr)
+            return EXIT_ERROR
     if args.batch_size:
         det.tiling = dataclasses.replace(det.tiling, batch_size=args.batch_size)
     out = sys.stderr if args.json else sys.stdout

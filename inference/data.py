@@ -115,6 +115,10 @@ class SimSourceConfig:
     """Where a scratch-free patch is centred: on a defect of that kind, on the glass outline
     (edge glare: a long bright line modulated by the lit direction, the hardest negative after
     fibres), or anywhere on the glass."""
+    field_sensor: tuple[int, int] = (3504, 3120)
+    """(W, H) of the sensor a patch is a window of, at a random even position, so patches
+    carry the light-field gradient and vignetting of anywhere in a full-size field. Equal to
+    the patch size: every patch sees the field centre (the bundled model's stages 1 and 2)."""
     vary_rig: bool = True
     """Draw the ring-light balance / hot-pixel map (OpticsConfig.rig_seed) per patch in 0..63."""
     mix: dict[str, Any] = field(default_factory=dict)
@@ -123,6 +127,7 @@ class SimSourceConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["exclude_series"] = [list(x) for x in self.exclude_series]
+        d["field_sensor"] = list(self.field_sensor)
         return d
 
     @classmethod
@@ -130,6 +135,8 @@ class SimSourceConfig:
         d = dict(d)
         if "exclude_series" in d:
             d["exclude_series"] = tuple(tuple(int(v) for v in x) for x in d["exclude_series"])
+        if "field_sensor" in d:
+            d["field_sensor"] = tuple(int(v) for v in d["field_sensor"])
         return cls(**d)
 
 
@@ -244,7 +251,12 @@ class SimPatchSource:
 
         optics = OpticsConfig(rig_seed=int(rng.integers(0, 64)) if self.sim.vary_rig else 0)
         p = self.patch.patch_px
-        return DarkFieldRenderer(sample, (p, p), self.sim.pixel_size_mm, optics, cache_rois=1)
+        fw, fh = self.sim.field_sensor
+        window = (0, 0)
+        if (fw, fh) != (p, p):  # no draw for a patch-sized field: keeps that stream unchanged
+            window = (_even(rng.uniform(0, fh - p + 1)), _even(rng.uniform(0, fw - p + 1)))
+        return DarkFieldRenderer(sample, (p, p), self.sim.pixel_size_mm, optics, cache_rois=1,
+                                 window_of=(fw, fh), window_origin_px=window)
 
     def _origin_around(self, rng: np.random.Generator, row: float, col: float) -> tuple[int, int]:
         p = self.patch.patch_px
@@ -344,7 +356,8 @@ class SimPatchSource:
 
     def describe(self) -> dict[str, Any]:
         return {"source": "rig.sim streaming (make_sample + DarkFieldRenderer, patch-sized "
-                          "sensor at the patch origin)", **self.sim.to_dict()}
+                          "window of a field_sensor-sized sensor at the patch origin)",
+                **self.sim.to_dict()}
 
 
 # --------------------------------------------------------------------------------------------

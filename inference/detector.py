@@ -400,6 +400,7 @@ class Detector:
         clusterer = g("clusterer", None)
         pp = replace(
             pp, t_low=g("t_low", pp.t_low), t_high=g("t_high", pp.t_high),
+            min_high_px=int(g("min_high_px", pp.min_high_px)),
             eps=float(g("dbscan_eps", pp.eps)), min_samples=int(g("dbscan_min_samples",
                                                                   pp.min_samples)),
             cluster_downsample=int(g("cluster_downscale", pp.cluster_downsample)),

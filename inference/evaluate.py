@@ -398,7 +398,8 @@ def format_report(rep: dict[str, Any]) -> str:
     lines = [
         f"{rep['samples']} samples ({rep['scratched_samples']} scratched), {rep['rois']} RoIs"
         f"  model: {rep.get('model', '')}",
-        f"operating point: T_low {op['t_low']:g}, T_high {op['t_high']:g}, "
+        f"operating point: T_low {op['t_low']:g}, T_high {op['t_high']:g} "
+        f"(on {op.get('min_high_px', 1)} px), "
         f"{op.get('method', '')} eps {op.get('eps', '')} min_samples {op.get('min_samples', '')}",
         "",
         "Table 1          Sample     Image",

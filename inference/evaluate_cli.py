@@ -34,6 +34,9 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--t-low", type=float, default=None, help="override the card's T_low")
     p.add_argument("--t-high", type=float, default=None,
                    help="override the card's T_high (the operating point)")
+    p.add_argument("--min-high-px", type=int, default=None, metavar="K",
+                   help="override the card's min_high_px: a cluster is a scratch when K of its "
+                        "map pixels reach T_high (paper: 1)")
     p.add_argument("--box-tolerance", type=int, default=None, metavar="PX",
                    help="grow detection boxes by PX RAW px for overlap tests (default 8)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
@@ -48,7 +51,8 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
                    help="also save the per-RoI records (JSON) to re-score without the network")
     p.add_argument("--from-records", type=Path, default=None, metavar="F",
                    help="re-score saved records instead of running the network (T_high and "
-                        "the matching may change, T_low not: it changes the clusters)")
+                        "the matching may change, T_low and min_high_px not: they change the "
+                        "clusters)")
     p.add_argument("--write-card", default=None, metavar="KEY",
                    help="store the report (without the curve) in the model card's "
                         "metrics[KEY], and the operating point in its post-processing")
@@ -82,12 +86,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     pp = dict(card.postprocess)
-    over = {k: v for k, v in (("t_low", args.t_low), ("t_high", args.t_high)) if v is not None}
+    pp.setdefault("min_high_px", 1)  # cards written before it existed
+    over = {k: v for k, v in (("t_low", args.t_low), ("t_high", args.t_high),
+                              ("min_high_px", args.min_high_px)) if v is not None}
     pp.update(over)
     if pp["t_low"] > pp["t_high"]:
         print("error: T_low must not exceed T_high", file=sys.stderr)
         return EXIT_ERROR
-    thresholds = {k: pp[k] for k in ("t_low", "t_high", "eps", "min_samples",
+    thresholds = {k: pp[k] for k in ("t_low", "t_high", "min_high_px", "eps", "min_samples",
                                      "cluster_downsample", "method")}
     paths = find_recordings(args.data)
     if args.limit:
@@ -95,12 +101,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         if args.from_records:
             saved = json.loads(args.from_records.read_text())
-            if args.t_low is None:
-                pp["t_low"] = thresholds["t_low"] = saved["t_low"]
-            elif pp["t_low"] != saved["t_low"]:
-                print(f"error: the records were made at T_low {saved['t_low']}; another T_low "
-                      "changes the clusters: run the network again", file=sys.stderr)
-                return EXIT_ERROR
+            for key, arg in (("t_low", args.t_low), ("min_high_px", args.min_high_px)):
+                made = saved.get(key, 1)  # records written before min_high_px existed: 1
+                if arg is None:
+                    pp[key] = thresholds[key] = made
+                elif pp[key] != made:
+                    print(f"error: the records were made at {key} {made}; another {key} "
+                          "changes the clusters: run the network again", file=sys.stderr)
+                    return EXIT_ERROR
             if pp["t_high"] < pp["t_low"]:
                 print("error: T_low must not exceed T_high", file=sys.stderr)
                 return EXIT_ERROR
@@ -120,7 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if args.records:
                 args.records.write_text(json.dumps(
                     {"model": str(args.model), "weights_sha256": card.weights_sha256,
-                     "t_low": pp["t_low"],
+                     "t_low": pp["t_low"], "min_high_px": pp["min_high_px"],
                      "records": [dataclasses.asdict(r) for r in records]}) + "\n")
     except (RecordingError, ModelLoadError, OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -59,6 +59,10 @@ class PostprocessParams:
     eps: float = PAPER_DBSCAN_EPS
     """DBSCAN neighbourhood radius in cells of the DBSCAN grid."""
     min_samples: int = PAPER_DBSCAN_MIN_SAMPLES
+    min_high_px: int = 1
+    """A cluster is a scratch when at least this many of its map pixels reach T_high (the
+    paper: 1, its maximum). More than 1 stops an isolated noise pixel from seeding a scratch
+    in a cloud of faint responses; the cluster's score is its `min_high_px`-th largest p."""
     weighted: bool = True
     """Weight each cell by its number of kept map pixels (see module docstring)."""
     method: str = "fast"
@@ -86,6 +90,8 @@ class PostprocessParams:
             raise ValueError("cluster_downsample must be a multiple of map_scale")
         if not 0 <= self.t_low <= self.t_high:
             raise ValueError("need 0 <= t_low <= t_high")
+        if self.min_high_px < 1:
+            raise ValueError("min_high_px must be at least 1")
 
     @property
     def cell(self) -> int:
@@ -353,6 +359,14 @@ def _main_parts(rr: np.ndarray, cc: np.ndarray, min_px: int) -> tuple[np.ndarray
     return (rr[keep], cc[keep]) if keep.any() else (rr, cc)
 
 
+def cluster_score(values: np.ndarray, min_high_px: int = 1) -> float:
+    """The value the hysteresis rule compares with T_high: the `min_high_px`-th largest p of
+    the cluster (its maximum for 1); 0 for a cluster with fewer pixels."""
+    if len(values) < min_high_px:
+        return 0.0
+    return float(np.partition(values, len(values) - min_high_px)[len(values) - min_high_px])
+
+
 def find_scratches(p: np.ndarray, params: PostprocessParams = PostprocessParams(),
                    raw_shape: tuple[int, int] | None = None) -> list[Detection]:
     """Two-threshold clustering of a probability map (map resolution) into scratches."""
@@ -372,10 +386,12 @@ def find_scratches(p: np.ndarray, params: PostprocessParams = PostprocessParams(
             rr_all.append(r + cr * f)
             cc_all.append(c + cc * f)
         rr, cc = np.concatenate(rr_all), np.concatenate(cc_all)
-        score = float(p[rr, cc].max())
+        score = cluster_score(p[rr, cc], params.min_high_px)
+        if score < params.t_high:
+            continue
         rr, cc = _main_parts(rr, cc, params.measure_min_part_px)
         det = _detection("scratch", rr, cc, p[rr, cc], params, raw_shape)
-        det.score = score  # the cluster's maximum (the T_high test), even if in a dropped part
+        det.score = score  # the T_high test's value, even if its pixels are in a dropped part
         det.extra["cluster"] = lab
         out.append(det)
     out.sort(key=lambda d: -d.score)

@@ -117,6 +117,8 @@ class DetectorSettings(_Section):
                                 "operating point (paper: 0.25)")
     t_high: float | None = Field(None, gt=0, le=1, description="empty = the model card's "
                                  "operating point (paper: 0.75)")
+    min_high_px: int | None = Field(None, ge=1, description="empty = the model card's: map "
+                                    "pixels of a cluster that must reach t_high (paper: 1)")
     dbscan_eps: Positive = 25.0
     dbscan_min_samples: int = Field(16, ge=1)
     cluster_downscale: int = Field(8, ge=1)

@@ -257,6 +257,9 @@ def test_infer_reports_bad_model_and_recording(tmp_path: Path, tiny_model_file: 
     assert "no such model file" in capsys.readouterr().err
     assert _run(["infer", str(tmp_path / "x.h5"), "--model", str(tiny_model_file)]) == 2
     assert "x.h5: no such file" in capsys.readouterr().err
+    for bad in (["--t-low", "0.9", "--t-high", "0.5"], ["--min-high-px", "0"]):
+        assert _run(["infer", str(tmp_path / "x.h5"), "--model", str(tiny_model_file), *bad]) == 2
+        assert "error: post-processing options" in capsys.readouterr().err
 
 
 def test_model_info_prints_counts(tiny_model_file: Path,

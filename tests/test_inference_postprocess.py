@@ -141,3 +141,20 @@ def test_measure_straight_and_curved() -> None:
     length, width, _ = measure(pts[:, 0], pts[:, 1])
     assert length == pytest.approx(np.pi / 2 * 100, rel=0.08)
     assert 0.8 <= width <= 1.6
+
+
+def test_min_high_px_needs_that_many_pixels_above_t_high() -> None:
+    """A faint cloud with one strong noise pixel is not a scratch when min_high_px > 1; a
+    scratch whose ridge crosses T_high over many pixels still is."""
+    rng = np.random.default_rng(3)
+    y = np.zeros((400, 400), np.float32)
+    y[rng.integers(100, 200, 200), rng.integers(100, 200, 200)] = 0.2  # faint speckle cloud
+    y[150, 150] = 0.6  # one pixel above T_high
+    y = np.maximum(y, _line(y.shape, 300, 20, 310, 300, 0.6, 2))
+    pp = PostprocessParams(t_low=0.1, t_high=0.4)
+    assert len(find_scratches(y, pp)) == 2  # the paper's rule: the cloud's maximum seeds it
+    found = find_scratches(y, PostprocessParams(t_low=0.1, t_high=0.4, min_high_px=3))
+    assert len(found) == 1 and found[0].box_px[0] == 600
+    assert found[0].score == pytest.approx(0.6)  # 3rd largest p of the scratch
+    with pytest.raises(ValueError, match="min_high_px"):
+        PostprocessParams(min_high_px=0)

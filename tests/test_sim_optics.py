@@ -138,3 +138,20 @@ def test_glass_edge_glare_and_corner():
     assert f[300:, :4].mean() > 500  # left edge faces the lit pair: bright line
     assert f[200:300, 200:300].mean() < 30  # glass interior: dark field
     assert f[:20, :20].mean() < 10  # outside the rounded corner: nothing
+
+
+def test_window_of_a_larger_sensor_matches_that_part_of_the_full_frame():
+    """Training patches render a window of a full-size sensor: same light field and
+    vignetting as the same pixels of the whole frame (noise switched off to compare exactly)."""
+    quiet = OpticsConfig(read_noise_dn=0.0, shot_gain_dn_per_e=0.0, hot_pixel_fraction=0.0)
+    s = make_sample(5)
+    full_sensor, (wr, wc) = (3504, 3120), (2992, 3376)  # the window: the frame's far corner
+    full = DarkFieldRenderer(s, full_sensor, config=quiet).render((0, 0), 4).astype(int)
+    win = DarkFieldRenderer(s, (128, 128), config=quiet, window_of=full_sensor,
+                            window_origin_px=(wr, wc)).render((wr, wc), 4).astype(int)
+    assert np.abs(win - full[wr:wr + 128, wc:wc + 128]).max() <= 1
+    centred = DarkFieldRenderer(s, (128, 128), config=quiet).render((wr, wc), 4).astype(int)
+    black = quiet.black_level_dn  # a patch-sized sensor sees the brighter field centre:
+    assert (centred - black).mean() > 1.1 * (win - black).mean()
+    with pytest.raises(ValueError, match="not inside"):
+        DarkFieldRenderer(s, (128, 128), window_of=(512, 384), window_origin_px=(300, 0))

@@ -249,12 +249,22 @@ class DarkFieldRenderer:
 
     def __init__(self, sample: Sample, sensor: tuple[int, int] = DEFAULT_SENSOR,
                  pixel_size_mm: float = DEFAULT_PIXEL_SIZE_MM, config: OpticsConfig | None = None,
-                 cache_rois: int = 4):
+                 cache_rois: int = 4, window_of: tuple[int, int] | None = None,
+                 window_origin_px: tuple[int, int] = (0, 0)):
+        """`window_of` (W, H) and `window_origin_px` (row, col): render only a `sensor`-sized
+        window of a larger sensor, with the light field and vignetting of that part of the
+        field (training patches from anywhere in a full-size field, at patch cost)."""
         w, h = int(sensor[0]), int(sensor[1])
         if w % 2 or h % 2:
             raise ValueError(f"sensor size must be even (Bayer phase), got {w}x{h}")
+        fw, fh = window_of or (w, h)
+        wr, wc = int(window_origin_px[0]), int(window_origin_px[1])
+        if not (0 <= wr <= fh - h and 0 <= wc <= fw - w):
+            raise ValueError(f"window {w}x{h} at (row {wr}, col {wc}) is not inside the "
+                             f"{fw}x{fh} sensor")
         self.sample = sample
         self.width, self.height = w, h
+        self.field_size, self.window_origin = (int(fw), int(fh)), (wr, wc)
         self.pix = float(pixel_size_mm)
         self.cfg = config or OpticsConfig()
         rng = np.random.default_rng(np.random.SeedSequence([self.cfg.rig_seed, 0xB1A5]))
@@ -353,8 +363,9 @@ class DarkFieldRenderer:
 
     def _sensor_axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         c = self.cfg
-        xs = (np.arange(self.width) + 0.5 - self.width / 2) * self.pix
-        ys = (np.arange(self.height) + 0.5 - self.height / 2) * self.pix
+        (fw, fh), (wr, wc) = self.field_size, self.window_origin
+        xs = (wc + np.arange(self.width) + 0.5 - fw / 2) * self.pix
+        ys = (wr + np.arange(self.height) + 0.5 - fh / 2) * self.pix
         vx = (1.0 + (xs / c.vignetting_radius_mm) ** 2) ** -2
         vy = (1.0 + (ys / c.vignetting_radius_mm) ** 2) ** -2
         return xs / c.illumination_radius_mm, ys / c.illumination_radius_mm, vx, vy

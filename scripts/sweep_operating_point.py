@@ -1,0 +1,89 @@
+"""Choose a detector's operating point on validation recordings (never on the test set).
+
+Runs the network once per RoI (maps cached as float16 .npz under --cache, keyed by the weights'
+hash), then re-clusters the maps for every (T_low, min_high_px) and prints the paper's Table 1
+rates and object recall over a T_high grid. The chosen values go into the model card with
+`main.py evaluate --data TEST --t-low .. --t-high .. --min-high-px .. --write-card held_out`.
+
+    python scripts/sweep_operating_point.py --data VALSET [VALSET2 ...] \
+        [--model F] [--t-low 0.1 0.2] [--min-high-px 1 3] [--cache /tmp/maps]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inference.detector import DEFAULT_MODEL, Detector, file_sha256  # noqa: E402
+from inference.evaluate import find_recordings, metrics_at, record_recording  # noqa: E402
+from inference.postprocess import find_scratches, scratch_probability  # noqa: E402
+
+
+def cache_maps(det: Detector, paths: list[Path], cache: Path) -> None:
+    """p maps of every RoI as CACHE/<recording stem>-<roi>.npz (float16)."""
+    import recordings
+
+    for path in paths:
+        with recordings.open_recording(path) as rec:
+            for i in rec.roi_ids():
+                f = cache / f"{path.stem}-{i:02d}.npz"
+                if not f.exists():
+                    y = det.predict_map(rec.roi(i).raw[()])
+                    p = scratch_probability(y, det.model.config.output_activation)
+                    np.savez(f, p=p.astype(np.float16))
+
+
+def rate(t: dict) -> str:
+    return f"{t['fp']:3d}/{t['negatives']:<4d} {t['fn']:3d}/{t['positives']:<4d}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", nargs="+", required=True)
+    ap.add_argument("--model", default=str(DEFAULT_MODEL))
+    ap.add_argument("--cache", default="/tmp/operating-point-maps")
+    ap.add_argument("--t-low", type=float, nargs="+", default=[0.1])
+    ap.add_argument("--min-high-px", type=int, nargs="+", default=[1])
+    ap.add_argument("--t-high", type=float, nargs="+",
+                    default=[round(0.25 + 0.05 * i, 2) for i in range(12)])
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    det = Detector.from_file(args.model)
+    cache = Path(args.cache) / file_sha256(Path(args.model))[:12]
+    cache.mkdir(parents=True, exist_ok=True)
+    paths = find_recordings(args.data)
+    cache_maps(det, paths, cache)
+    print(f"{len(paths)} recordings; maps in {cache}")
+    print("t_low  k  t_high | sample FP  FN      | image FP  FN       | recall")
+    for t_low in args.t_low:
+        for k in args.min_high_px:
+            pp = replace(det.postprocess_params, t_low=t_low, t_high=t_low, min_high_px=k)
+
+            records = []
+            for path in paths:
+                def candidates(raw, roi, pp=pp, stem=path.stem):
+                    p = np.load(cache / f"{stem}-{roi.index:02d}.npz")["p"].astype(np.float32)
+                    return [(d.box_px, d.score) for d in find_scratches(p, pp, raw.shape[-2:])]
+
+                records += record_recording(path, candidates)
+            for t in args.t_high:
+                if t < t_low:
+                    continue
+                m = metrics_at(records, t)
+                print(f"{t_low:5.2f} {k:2d}  {t:5.2f}  | {rate(m['sample'])} | "
+                      f"{rate(m['image'])} | {m['object']['recall'] or 0:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
