@@ -74,6 +74,9 @@ class PatchConfig:
     """Largest share of stack values set to 0 or 1 (drawn per patch in [0, this])."""
     augment: bool = True
     """Bayer-preserving flips / rotations."""
+    drop_empty: bool = True
+    """Redraw patches that show nothing but background (paper 5.6). False keeps them: most of
+    a full-size field is plain noisy background, which the network must learn to leave at 0."""
     content_threshold_dn: float = 15.0
     """A pixel has content when its max over states stands this far above the patch median."""
     content_min_px: int = 4
@@ -325,7 +328,7 @@ class SimPatchSource:
                 target = self._targets[int(rng.choice(len(self._targets), p=self._target_p))]
                 origin = self._origin_around(rng, *self._target_point(rng, sample, target))
                 raw = ren.render_stack(origin, exposure_us=self.sim.exposure_us)
-                if has_content(raw, self.patch):
+                if not self.patch.drop_empty or has_content(raw, self.patch):
                     return raw, np.zeros(raw.shape[1:], np.uint8), {
                         "seed": seed, "origin": origin, "target": target}
                 self.stats["redrawn_empty"] += 1
@@ -472,7 +475,7 @@ class RecordingPatchSource:
                 origin = (_even(rng.uniform(0, max(h - p, 0) + 1)),
                           _even(rng.uniform(0, max(w - p, 0) + 1)))
             raw, mask = self._crop(entry, origin)
-            if not mask.any() and has_content(raw, self.patch):
+            if not mask.any() and (not self.patch.drop_empty or has_content(raw, self.patch)):
                 return raw, mask
         if raw is None or mask is None or mask.any():
             raise RuntimeError("could not cut a scratch-free patch")

@@ -4,7 +4,9 @@ Paper procedure: p = max(y, 0); threshold at T_low = 0.25; cluster the kept pixe
 at 1/8 of the original resolution (eps = 25, min_samples = 16); discard a cluster unless its
 maximum p >= T_high = 0.75 (two-threshold / hysteresis rule). Each remaining cluster is one
 scratch. Strongly negative output marks bright non-scratch objects (contaminants), which the
-auto-encoder target taught the network to reproduce with an inverted sign.
+auto-encoder target taught the network to reproduce with an inverted sign. One extension,
+off by default: ``min_high_px`` = k asks for k map pixels >= T_high instead of the maximum, so
+a single noise pixel in a cloud of faint responses cannot seed a scratch.
 
 Reading of "1/8 resolution": the map is at 1/2 of the RAW (space-to-depth), so it is reduced by
 a further 4 x 4 to reach 1/8 of the RAW. A low-resolution cell is kept if any map pixel in it is

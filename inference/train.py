@@ -89,6 +89,8 @@ class TrainConfig:
     gaussian_sigma: float = 0.001
     salt_pepper_fraction: float = 2e-5
     augment: bool = True
+    drop_empty: bool = True
+    """Redraw background-only patches (paper); false keeps them (see PatchConfig)."""
     sim: dict[str, Any] = field(default_factory=dict)
     """Overrides of `inference.data.SimSourceConfig` (series_seed, exclude_series, mix, ...)."""
     val_series_seed: int = 2
@@ -141,7 +143,8 @@ class TrainConfig:
                 scratch_per_batch=(self.scratch_per_batch if scratch_per_batch is None
                                    else scratch_per_batch),
                 gaussian_sigma=self.gaussian_sigma,
-                salt_pepper_fraction=self.salt_pepper_fraction, augment=self.augment)
+                salt_pepper_fraction=self.salt_pepper_fraction, augment=self.augment,
+                drop_empty=self.drop_empty)
         except ValueError as exc:
             raise TrainError(str(exc)) from None
 

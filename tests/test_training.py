@@ -74,6 +74,19 @@ def test_sim_batch_has_exactly_the_configured_scratch_patches(sim_source) -> Non
     assert float(b.scratch[0].sum()) > 0 and float(b.scratch[1:].sum()) == 0
 
 
+def test_background_only_patches_are_kept_when_asked() -> None:
+    """drop_empty=False: patches anywhere on the glass are used as drawn, mostly plain
+    background, as most of a full-size field is."""
+    anywhere = SimSourceConfig(series_seed=8, target_weights={"random": 1.0})
+    keep = SimPatchSource(anywhere, PatchConfig(patch_px=64, batch_size=6, scratch_per_batch=0,
+                                                drop_empty=False))
+    raws, _, _, _ = keep.patches(0)
+    assert keep.stats["redrawn_empty"] == 0
+    assert not all(has_content(r, keep.patch) for r in raws)
+    drop = SimPatchSource(anywhere, PatchConfig(patch_px=64, batch_size=6, scratch_per_batch=0))
+    assert all(has_content(r, drop.patch) for r in drop.patches(0)[0])
+
+
 @pytest.mark.parametrize("k", [0, 2, 3])
 def test_scratch_per_batch_is_configurable(k: int) -> None:
     src = SimPatchSource(SimSourceConfig(series_seed=6),
