@@ -3,8 +3,9 @@
 Two sources give the same kind of batch:
 
 - `SimPatchSource`: a streaming generator that renders fresh simulated patches on the fly with
-  `rig.sim` (virtual samples from `make_sample`, rendered by `DarkFieldRenderer` with a
-  patch-sized sensor at the chosen origin), so training is never limited by disk. Every sample
+  `rig.sim` (virtual samples from `make_sample`, rendered by `DarkFieldRenderer` as a
+  patch-sized window of a full-size sensor at the chosen origin), so training is never limited
+  by disk. Every sample
   seed comes from the training series and is checked against the held-out series: training and
   test samples are disjoint by construction.
 - `RecordingPatchSource`: patches cut from recordings with truth (simulated or labelled real).
@@ -16,7 +17,8 @@ The paper's sampling rules, for both:
   the other patches contain no scratch pixel at all;
 - a patch with nothing but background ("without any spots") is dropped and redrawn; a patch has
   content when enough pixels of its max-over-states image stand out from the patch median
-  (`has_content`), so dust, stains, fibres, hot-pixel clusters and glass edges count;
+  (`has_content`), so dust, stains, fibres, hot-pixel clusters and glass edges count
+  (`drop_empty=False` keeps such patches: see PatchConfig);
 - augmentation: one of the 8 flips / 90-degree rotations applied to the RAW and re-aligned to
   GRBG (`inference.preprocess.random_bayer_augment`), then Gaussian and salt-and-pepper noise
   on the normalised stack (`add_noise_fast`, the model of `inference.preprocess.add_noise`).
