@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rig import grbl_protocol as gp
+from rig.serial_link import LinkErrors, SerialLink
 from rig.stage import (
     Stage,
     StageAlarmError,
@@ -52,7 +53,6 @@ from rig.stage import (
 
 log = logging.getLogger(__name__)
 
-_READ_SLICE_S = 0.02     # serial read timeout: the granularity of every wait loop
 
 
 @dataclass
@@ -132,11 +132,13 @@ class GrblStage(Stage):
     ) -> None:
         self.settings = settings
         self._limits = StageLimits.from_ranges(settings.x_limits_mm, settings.y_limits_mm)
-        self._factory = serial_factory
-        self._ser: Any = None
-        self._lost_reason: str | None = None
+        self._link = SerialLink(
+            settings.port, settings.baudrate, name="GRBL", factory=serial_factory,
+            errors=LinkErrors(StageConnectionError, StageStateError, StageTimeoutError),
+            open_failure="cannot open the GRBL stage port {port!r}: {exc}. Check [stage] port "
+                         "in the station config (`main.py devices` lists serial ports) and that "
+                         "no other program holds the port.")
         self._lock = threading.RLock()
-        self._write_lock = threading.Lock()
         self._stop_request = threading.Event()
         self._stop_done = threading.Event()
         self.firmware_version: str | None = None
@@ -175,7 +177,7 @@ class GrblStage(Stage):
 
     @property
     def is_open(self) -> bool:
-        return self._ser is not None
+        return self._link.is_open
 
     @property
     def limits(self) -> StageLimits:
@@ -187,24 +189,11 @@ class GrblStage(Stage):
 
     def open(self) -> None:
         with self._lock:
-            if self._ser is not None:
+            if self._link.is_open:
                 return
             self._reset_session()
-            self._lost_reason = None
             self.firmware_version = None
-            factory = self._factory
-            if factory is None:
-                import serial  # pyserial is imported only by the modules that wrap it
-
-                factory = serial.serial_for_url
-            try:
-                self._ser = factory(self.port, baudrate=self.settings.baudrate,
-                                    timeout=_READ_SLICE_S, write_timeout=1.0)
-            except Exception as exc:  # SerialException, OSError, ValueError (bad URL)
-                raise StageConnectionError(
-                    f"cannot open the GRBL stage port {self.port!r}: {exc}. Check [stage] port "
-                    "in the station config (`main.py devices` lists serial ports) and that no "
-                    "other program holds the port.", port=self.port) from None
+            self._link.open()
             try:
                 self._handshake()
                 self._read_build_info()
@@ -217,48 +206,40 @@ class GrblStage(Stage):
                     log.warning("GRBL on %s is locked (Alarm): call home() or unlock() before "
                                 "moving", self.port)
             except BaseException:
-                self._close_port()
+                self._link.close()
                 raise
 
     def close(self) -> None:
-        if self._ser is None:
+        if not self._link.is_open:
             return
         if not self._lock.acquire(timeout=5.0):
             log.warning("closing GRBL port %s while another thread still uses it", self.port)
-            self._close_port()
+            self._link.close()
             return
         try:
             st = self._status
-            if (self._lost_reason is None and st is not None
+            if (self._link.lost_reason is None and st is not None
                     and st.state in (gp.MachineState.RUN, gp.MachineState.HOME)):
                 try:
                     self._stop_sequence()
                 except StageError as exc:
                     log.warning("could not stop the stage before closing: %s", exc)
-            self._close_port()
+            self._link.close()
         finally:
             self._lock.release()
-
-    def _close_port(self) -> None:
-        ser, self._ser = self._ser, None
-        if ser is not None:
-            try:
-                ser.close()
-            except Exception as exc:  # closing a dead port must not mask the real error
-                log.debug("closing %s: %s", self.port, exc)
 
     # ------------------------------------------------------------------------------------
     # public API
     # ------------------------------------------------------------------------------------
     def home(self, timeout: float | None = None) -> None:
         with self._lock:
-            self._require_open()
+            self._link.require_open()
             self._home(timeout or self.settings.homing_timeout_s)
 
     def unlock(self) -> None:
         """``$X``: clear the alarm lock without homing (only when the position is known good)."""
         with self._lock:
-            self._require_open()
+            self._link.require_open()
             st = self._query_status(self.settings.command_timeout_s)
             if st.state is gp.MachineState.ALARM and self._critical_alarm_pending():
                 self._soft_reset_sync()
@@ -271,7 +252,7 @@ class GrblStage(Stage):
         timeout: float | None = None,
     ) -> None:
         with self._lock:
-            self._require_open()
+            self._link.require_open()
             self._limits.check(x, y, port=self.port)
             v = self._speed(speed)
             self._check_async()
@@ -292,7 +273,7 @@ class GrblStage(Stage):
 
     def status(self) -> StageStatus:
         with self._lock:
-            self._require_open()
+            self._link.require_open()
             rep = self._query_status(self.settings.command_timeout_s, need_wco=True)
             return self._to_stage_status(rep)
 
@@ -304,14 +285,14 @@ class GrblStage(Stage):
 
     def wait_idle(self, timeout: float | None = None) -> tuple[float, float]:
         with self._lock:
-            self._require_open()
+            self._link.require_open()
             return self._wait_idle(timeout)
 
     def stop(self) -> None:
         """Stop now and keep the position: feed hold, wait until stopped, soft reset (flushes
         queued moves). From another thread while a move waits, that wait raises
         :class:`StageMotionError`; this call returns once the stage is stopped."""
-        if self._ser is None:
+        if not self._link.is_open:
             return
         if self._lock.acquire(blocking=False):
             try:
@@ -321,7 +302,7 @@ class GrblStage(Stage):
             return
         self._stop_done.clear()
         self._stop_request.set()
-        self._write(gp.cmd_feed_hold())          # brake at once; the owner finishes the stop
+        self._link.write(gp.cmd_feed_hold())          # brake at once; the owner finishes the stop
         deadline = time.monotonic() + self._stop_budget() + 2 * self.settings.command_timeout_s
         while not self._stop_done.wait(0.05):
             if self._lock.acquire(timeout=0.05):  # the owner left without seeing the request
@@ -337,17 +318,17 @@ class GrblStage(Stage):
 
     def feed_hold(self) -> None:
         """Decelerate to a pause (``!``); :meth:`resume` continues. Thread-safe."""
-        self._write(gp.cmd_feed_hold())
+        self._link.write(gp.cmd_feed_hold())
 
     def resume(self) -> None:
         """Continue after a feed hold (``~``). Thread-safe."""
-        self._write(gp.cmd_cycle_start())
+        self._link.write(gp.cmd_cycle_start())
 
     def soft_reset(self) -> None:
         """Ctrl-X: flush everything queued. A reset during motion loses the position
         (ALARM:3); use :meth:`stop` to stop moving safely."""
         with self._lock:
-            self._require_open()
+            self._link.require_open()
             self._soft_reset_sync()
             self._target = None
 
@@ -369,12 +350,12 @@ class GrblStage(Stage):
                 if now >= deadline:
                     break
                 if now >= next_probe:
-                    self._write(gp.cmd_status_query())
+                    self._link.write(gp.cmd_status_query())
                     next_probe = now + 0.25
                 self._pump(min(deadline, next_probe), received)
             if self._greetings == 0 and self._status_seq == seq:
                 # no reset on open and no answer to '?': try a soft reset once
-                self._write(gp.cmd_soft_reset())
+                self._link.write(gp.cmd_soft_reset())
                 deadline = time.monotonic() + s.command_timeout_s
                 while self._greetings == 0 and time.monotonic() < deadline:
                     self._pump(deadline, received)
@@ -558,7 +539,7 @@ class GrblStage(Stage):
         try:
             self._drain(0.05)
             count = self._greetings
-            self._write(gp.cmd_soft_reset())
+            self._link.write(gp.cmd_soft_reset())
             deadline = time.monotonic() + self.settings.command_timeout_s
             while self._greetings == count:
                 if time.monotonic() >= deadline:
@@ -580,7 +561,7 @@ class GrblStage(Stage):
 
     def _stop_sequence(self) -> None:
         try:
-            self._write(gp.cmd_feed_hold())
+            self._link.write(gp.cmd_feed_hold())
             deadline = time.monotonic() + self._stop_budget()
             while time.monotonic() < deadline:
                 st = self._query_status(self.settings.command_timeout_s)
@@ -654,7 +635,7 @@ class GrblStage(Stage):
                     f"stage on {self.port} did not reach {_fmt_xy(self._target)} within "
                     f"{timeout:.1f} s: {why}", port=self.port)
             if now >= next_poll:
-                self._write(gp.cmd_status_query())
+                self._link.write(gp.cmd_status_query())
                 next_poll = now + s.poll_interval_s
             self._pump(min(deadline, next_poll))
 
@@ -728,7 +709,7 @@ class GrblStage(Stage):
                 break
             self._pump(deadline)
         ticket = self._streamer.sent(line)
-        self._write(line)
+        self._link.write(line)
         return ticket
 
     def _command(self, line: bytes, timeout: float,
@@ -760,7 +741,7 @@ class GrblStage(Stage):
             if now >= deadline:
                 raise _AckTimeout()
             if poll_status and now >= next_poll:
-                self._write(gp.cmd_status_query())
+                self._link.write(gp.cmd_status_query())
                 next_poll = now + max(self.settings.poll_interval_s, 0.1)
             self._pump(min(deadline, next_poll) if poll_status else deadline)
         res = self._results.pop(ticket)
@@ -821,7 +802,7 @@ class GrblStage(Stage):
                     "controller stopped answering (stalled, disconnected, or busy in a "
                     "bootloader)", port=self.port)
             if now >= next_send:
-                self._write(gp.cmd_status_query())
+                self._link.write(gp.cmd_status_query())
                 next_send = now + retry
             self._pump(min(deadline, next_send))
 
@@ -855,46 +836,11 @@ class GrblStage(Stage):
     # ------------------------------------------------------------------------------------
     # bytes
     # ------------------------------------------------------------------------------------
-    def _require_open(self) -> Any:
-        if self._lost_reason is not None:
-            raise StageConnectionError(
-                f"connection to GRBL on {self.port} was lost ({self._lost_reason}); check the "
-                "USB cable and power, then close() and open() again", port=self.port)
-        if self._ser is None:
-            raise StageStateError(f"GRBL stage on {self.port} is not open; call open() first",
-                                  port=self.port)
-        return self._ser
-
-    def _connection_lost(self, exc: BaseException) -> StageConnectionError:
-        self._lost_reason = str(exc) or type(exc).__name__
-        return StageConnectionError(
-            f"lost connection to GRBL on {self.port}: {self._lost_reason}. Check the USB cable "
-            "and power, then close() and open() again.", port=self.port)
-
-    def _write(self, data: bytes) -> None:
-        ser = self._require_open()
-        import serial
-
-        with self._write_lock:
-            try:
-                ser.write(data)
-            except serial.SerialTimeoutException:
-                raise StageTimeoutError(f"writing to {self.port} timed out: the controller "
-                                        "is not reading", port=self.port) from None
-            except (serial.SerialException, OSError) as exc:
-                raise self._connection_lost(exc) from None
-
     def _pump(self, deadline: float, sink: bytearray | None = None) -> bool:
         """Read until at least one line arrived or ``deadline``; dispatch every line."""
-        ser = self._require_open()
-        import serial
-
         got = False
         while True:
-            try:
-                data = ser.read(max(1, ser.in_waiting))
-            except (serial.SerialException, OSError) as exc:
-                raise self._connection_lost(exc) from None
+            data = self._link.read()
             if data:
                 if sink is not None:
                     sink += data

@@ -27,10 +27,9 @@ from typing import Any
 
 from rig import ringlight_protocol as rp
 from rig.ringlight_protocol import Command, ErrorCode, Mode
+from rig.serial_link import LinkErrors, SerialLink
 
 log = logging.getLogger(__name__)
-
-_READ_SLICE_S = 0.02
 
 
 class RingLightError(Exception):
@@ -127,9 +126,12 @@ class RingLight:
             raise ValueError(f"facet_levels needs {rp.NUM_FACETS} values")
         rp.check_timing(settings.settle_us, settings.trigger_pulse_us, settings.hold_us)
         self.settings = settings
-        self._factory = serial_factory
-        self._ser: Any = None
-        self._lost_reason: str | None = None
+        self._link = SerialLink(
+            settings.port, settings.baudrate, name="the ring light", factory=serial_factory,
+            errors=LinkErrors(RingLightConnectionError, RingLightStateError,
+                              RingLightTimeoutError),
+            open_failure="cannot open the ring-light port {port!r}: {exc}. Check [light] port "
+                         "in the station config (`main.py devices` lists serial ports).")
         self._lock = threading.RLock()
         self._splitter = rp.LineSplitter()
         self._pending: deque[bytes] = deque()
@@ -151,7 +153,7 @@ class RingLight:
 
     @property
     def is_open(self) -> bool:
-        return self._ser is not None
+        return self._link.is_open
 
     def __enter__(self) -> RingLight:
         self.open()
@@ -162,22 +164,9 @@ class RingLight:
 
     def open(self) -> None:
         with self._lock:
-            if self._ser is not None:
+            if self._link.is_open:
                 return
-            factory = self._factory
-            if factory is None:
-                import serial  # pyserial stays inside the modules that wrap it
-
-                factory = serial.serial_for_url
-            try:
-                self._ser = factory(self.port, baudrate=self.settings.baudrate,
-                                    timeout=_READ_SLICE_S, write_timeout=1.0)
-            except Exception as exc:
-                raise RingLightConnectionError(
-                    f"cannot open the ring-light port {self.port!r}: {exc}. Check [light] port "
-                    "in the station config (`main.py devices` lists serial ports).",
-                    port=self.port) from None
-            self._lost_reason = None
+            self._link.open()
             self._splitter.clear()
             self._pending.clear()
             self._rebooted = False
@@ -186,25 +175,17 @@ class RingLight:
                 if self.settings.apply_on_open:
                     self._apply_settings()
             except BaseException:
-                self._close_port()
+                self._link.close()
                 raise
 
     def close(self) -> None:
         with self._lock:
-            if self._ser is not None and self._lost_reason is None:
+            if self._link.is_open and self._link.lost_reason is None:
                 try:                                  # leave the bench dark
                     self._request(rp.cmd_off(), Command.OFF, self.settings.command_timeout_s)
                 except (RingLightError, _NoReply, _Garbled) as exc:
                     log.debug("ring light OFF on close failed: %s", exc)
-            self._close_port()
-
-    def _close_port(self) -> None:
-        ser, self._ser = self._ser, None
-        if ser is not None:
-            try:
-                ser.close()
-            except Exception as exc:
-                log.debug("closing %s: %s", self.port, exc)
+            self._link.close()
 
     def _connect(self) -> None:
         """Probe with ID until the controller answers (it may be in its bootloader)."""
@@ -225,7 +206,7 @@ class RingLight:
                     f"{self.settings.baudrate} baud within {self.settings.open_timeout_s:.1f} s"
                     f": {what}. Check the port, cable and power.", port=self.port)
             if now >= next_probe:
-                self._write(b"\n" + rp.cmd_id())      # '\n' ends any partial line first
+                self._link.write(b"\n" + rp.cmd_id())      # '\n' ends any partial line first
                 next_probe = now + 0.3
             raw = self._next_line(min(deadline, next_probe), received)
             msg = rp.parse_reply(raw) if raw is not None else None
@@ -314,7 +295,7 @@ class RingLight:
         back-to-back calls do not hit ``BUSY``.
         """
         with self._lock:
-            self._require_open()
+            self._link.require_open()
             if self._sequence is None:
                 raise RingLightStateError("trigger() without an armed sequence: call arm() "
                                           "first", port=self.port)
@@ -393,7 +374,7 @@ class RingLight:
     def read_events(self, timeout: float = 0.0) -> list[rp.EventLine]:
         """Collect unsolicited lines (hardware triggers, DONE, OVERRUN) for up to ``timeout``."""
         with self._lock:
-            self._require_open()
+            self._link.require_open()
             deadline = time.monotonic() + timeout
             while True:
                 raw = self._next_line(deadline)
@@ -408,7 +389,7 @@ class RingLight:
     def _transact(self, line: bytes, expect: str) -> rp.OkReply:
         """Request with one re-sync and retry (idempotent commands only)."""
         with self._lock:
-            self._require_open()
+            self._link.require_open()
             self._poll_unsolicited()
             self._check_reboot()
             try:
@@ -433,7 +414,7 @@ class RingLight:
             return reply
 
     def _request(self, line: bytes, expect: str, timeout: float) -> rp.OkReply:
-        self._write(line)
+        self._link.write(line)
         deadline = time.monotonic() + timeout
         while True:
             raw = self._next_line(deadline)
@@ -464,15 +445,11 @@ class RingLight:
     def _resync(self) -> None:
         """End any partial line, drop whatever is buffered, and wait for a clean ID reply."""
         self.resyncs += 1
-        ser = self._require_open()
-        self._write(b"\n")
-        try:
-            ser.reset_input_buffer()
-        except Exception as exc:
-            raise self._connection_lost(exc) from None
+        self._link.write(b"\n")
+        self._link.reset_input()
         self._splitter.clear()
         self._pending.clear()
-        self._write(rp.cmd_id())
+        self._link.write(rp.cmd_id())
         deadline = time.monotonic() + self.settings.command_timeout_s
         while True:
             raw = self._next_line(deadline)
@@ -496,15 +473,9 @@ class RingLight:
 
     def _poll_unsolicited(self) -> None:
         """Handle lines that arrived since the last command (events such as EV READY)."""
-        ser = self._require_open()
-        import serial
-
-        try:
-            waiting = ser.in_waiting
-            if waiting:
-                self._pending.extend(self._splitter.feed(ser.read(waiting)))
-        except (serial.SerialException, OSError) as exc:
-            raise self._connection_lost(exc) from None
+        data = self._link.read_waiting()
+        if data:
+            self._pending.extend(self._splitter.feed(data))
         while self._pending:
             self._dispatch_unsolicited(self._pending.popleft())
 
@@ -536,44 +507,10 @@ class RingLight:
                 return
             self._dispatch_unsolicited(raw)
 
-    def _require_open(self) -> Any:
-        if self._lost_reason is not None:
-            raise RingLightConnectionError(
-                f"connection to the ring light on {self.port} was lost ({self._lost_reason}); "
-                "check the cable and power, then close() and open() again", port=self.port)
-        if self._ser is None:
-            raise RingLightStateError(f"ring light on {self.port} is not open; call open() "
-                                      "first", port=self.port)
-        return self._ser
-
-    def _connection_lost(self, exc: BaseException) -> RingLightConnectionError:
-        self._lost_reason = str(exc) or type(exc).__name__
-        return RingLightConnectionError(
-            f"lost connection to the ring light on {self.port}: {self._lost_reason}. Check the "
-            "cable and power, then close() and open() again.", port=self.port)
-
-    def _write(self, data: bytes) -> None:
-        ser = self._require_open()
-        import serial
-
-        try:
-            ser.write(data)
-        except serial.SerialTimeoutException:
-            raise RingLightTimeoutError(f"writing to {self.port} timed out",
-                                        port=self.port) from None
-        except (serial.SerialException, OSError) as exc:
-            raise self._connection_lost(exc) from None
-
     def _next_line(self, deadline: float, sink: bytearray | None = None) -> bytes | None:
         """The next complete line, or None at the deadline."""
-        ser = self._require_open()
-        import serial
-
         while not self._pending:
-            try:
-                data = ser.read(max(1, ser.in_waiting))
-            except (serial.SerialException, OSError) as exc:
-                raise self._connection_lost(exc) from None
+            data = self._link.read()
             if data:
                 if sink is not None:
                     sink += data
