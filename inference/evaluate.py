@@ -262,9 +262,10 @@ CandidateFn = Callable[[np.ndarray, Any], list[tuple[Sequence[int], float]]]
 
 
 def record_roi(sample_id: str, roi: Any, candidates: CandidateFn,
-               params: EvalParams = EvalParams()) -> RoiRecord:
-    """Run `candidates` on one RoI and match the result against its truth."""
-    raw = roi.raw[()]
+               params: EvalParams = EvalParams(), raw: np.ndarray | None = None) -> RoiRecord:
+    """Run `candidates` on one RoI and match the result against its truth (`raw`: the RoI's
+    stack when the caller has read it already)."""
+    raw = roi.raw[()] if raw is None else raw
     mask = roi.scratch_mask()
     objects = truth_objects(roi.defects(), mask)
     t0 = time.perf_counter()

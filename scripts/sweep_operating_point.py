@@ -21,22 +21,26 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference.detector import DEFAULT_MODEL, Detector, file_sha256  # noqa: E402
-from inference.evaluate import find_recordings, metrics_at, record_recording  # noqa: E402
+from inference.evaluate import find_recordings, metrics_at, record_roi  # noqa: E402
 from inference.postprocess import find_scratches, scratch_probability  # noqa: E402
 
 
-def cache_maps(det: Detector, paths: list[Path], cache: Path) -> None:
-    """p maps of every RoI as CACHE/<recording stem>-<roi>.npz (float16)."""
+def roi_maps(det: Detector, paths: list[Path], cache: Path):
+    """(sample id, RoI, its stack, its p map) for every RoI; each stack is read once, each map
+    computed once (cached as CACHE/<recording stem>-<roi>.npz, float16)."""
     import recordings
 
     for path in paths:
         with recordings.open_recording(path) as rec:
             for i in rec.roi_ids():
+                roi = rec.roi(i)
+                raw = roi.raw[()]
                 f = cache / f"{path.stem}-{i:02d}.npz"
                 if not f.exists():
-                    y = det.predict_map(rec.roi(i).raw[()])
-                    p = scratch_probability(y, det.model.config.output_activation)
+                    p = scratch_probability(det.predict_map(raw),
+                                            det.model.config.output_activation)
                     np.savez(f, p=p.astype(np.float16))
+                yield rec.sample_id, roi, raw, np.load(f)["p"].astype(np.float32)
 
 
 def rate(t: dict) -> str:
@@ -62,26 +66,24 @@ def main() -> int:
     cache = Path(args.cache) / file_sha256(Path(args.model))[:12]
     cache.mkdir(parents=True, exist_ok=True)
     paths = find_recordings(args.data)
-    cache_maps(det, paths, cache)
+    combos = [(t_low, k) for t_low in args.t_low for k in args.min_high_px]
+    params = {c: replace(det.postprocess_params, t_low=c[0], t_high=c[0], min_high_px=c[1])
+              for c in combos}
+    records: dict[tuple[float, int], list] = {c: [] for c in combos}
+    for sample_id, roi, raw, p in roi_maps(det, paths, cache):
+        for c in combos:
+            found = find_scratches(p, params[c], raw.shape[-2:])
+            records[c].append(record_roi(sample_id, roi, lambda *_, f=found: [
+                (d.box_px, d.score) for d in f], raw=raw))
     print(f"{len(paths)} recordings; maps in {cache}")
     print("t_low  k  t_high | sample FP  FN      | image FP  FN       | recall")
-    for t_low in args.t_low:
-        for k in args.min_high_px:
-            pp = replace(det.postprocess_params, t_low=t_low, t_high=t_low, min_high_px=k)
-
-            records = []
-            for path in paths:
-                def candidates(raw, roi, pp=pp, stem=path.stem):
-                    p = np.load(cache / f"{stem}-{roi.index:02d}.npz")["p"].astype(np.float32)
-                    return [(d.box_px, d.score) for d in find_scratches(p, pp, raw.shape[-2:])]
-
-                records += record_recording(path, candidates)
-            for t in args.t_high:
-                if t < t_low:
-                    continue
-                m = metrics_at(records, t)
-                print(f"{t_low:5.2f} {k:2d}  {t:5.2f}  | {rate(m['sample'])} | "
-                      f"{rate(m['image'])} | {m['object']['recall'] or 0:.3f}")
+    for (t_low, k), recs in records.items():
+        for t in args.t_high:
+            if t < t_low:
+                continue
+            m = metrics_at(recs, t)
+            print(f"{t_low:5.2f} {k:2d}  {t:5.2f}  | {rate(m['sample'])} | "
+                  f"{rate(m['image'])} | {m['object']['recall'] or 0:.3f}")
     return 0
 
 
