@@ -144,6 +144,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.last_result: SampleResult | None = None
         self.rig_error = ""
         self.setWindowTitle(f"Dark-field inspection · {cfg.station.name}")
+        # Closing deletes the window and every child on the Qt side, deterministically: nothing
+        # is left for Python's cyclic GC to destroy later at an unsafe moment (gui/lifetime.py).
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
 
         # workers
         self.preview = PreviewWorker(self)
@@ -840,6 +843,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- shutdown -----------------------------------------------------------------------------
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 (Qt name)
+        if self._closing:  # closed twice before Qt deleted it (e.g. by a test harness)
+            event.accept()
+            return
         self._closing = True
         self._poll.stop()
         if self.calibration.running:
@@ -859,4 +865,5 @@ class MainWindow(QtWidgets.QMainWindow):
             except Exception as exc:  # closing must not stop the window from closing
                 log.warning("closing the rig: %s", exc)
         self.preview.stop()
+        self.bridge.taps.clear()  # the scan thread's reference back to this window
         super().closeEvent(event)

@@ -138,8 +138,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.replay is not None and not args.replay.is_file():
         raise RecordingError(f"{args.replay}: no such file")
+    from gui.lifetime import collect_garbage_in_event_loop
+
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     apply_dark_theme(app)
+    collect_garbage_in_event_loop(app)
     win = build_window(args)
     win.show()
     return int(app.exec())

@@ -18,22 +18,37 @@ GRID_PEN = (90, 96, 108)
 
 
 class SignaturePlot(QtWidgets.QWidget):
+    """Polar plot of one spot's intensity per illumination state.
+
+    A bare `ViewBox` in a `GraphicsView` (no `PlotItem`): the plot shows no axes, and a
+    `PlotItem` carries parentless context menus that only Python's cyclic garbage collector
+    would delete, which can deadlock Qt (docs/architecture.md, "Qt object lifetimes"). The grid
+    items are created once and updated in place, so no graphics item is ever dropped.
+    """
+
+    N_LABELS = 4  # azimuth labels every 90 degrees
+
     def __init__(self, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
-        self.plot = pg.PlotWidget(background=(24, 26, 30))
-        self.plot.setAspectLocked(True)
-        self.plot.invertY(True)
-        self.plot.hideAxis("left")
-        self.plot.hideAxis("bottom")
-        self.plot.setMenuEnabled(False)
-        self.plot.hideButtons()
-        self.plot.getViewBox().setMouseEnabled(False, False)
-        self._grid: list[QtWidgets.QGraphicsItem] = []
+        self.plot = pg.GraphicsView(background=(24, 26, 30))
+        self.vb = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
+        self.vb.setMouseEnabled(False, False)
+        self.plot.setCentralItem(self.vb)
+        pen = QtGui.QPen(QtGui.QColor(*GRID_PEN), 1)
+        pen.setCosmetic(True)
+        self.grid = QtWidgets.QGraphicsPathItem()
+        self.grid.setPen(pen)
+        self.labels = [pg.TextItem(f"{90 * k}°", color="#8a93a0", anchor=(0.5, 0.5))
+                       for k in range(self.N_LABELS)]
+        self.scale = pg.TextItem("", color="#8a93a0", anchor=(0, 1))
+        for item in (self.grid, *self.labels, self.scale):
+            item.setZValue(-1)
+            self.vb.addItem(item, ignoreBounds=True)
         self.curve = pg.PlotDataItem(pen=pg.mkPen("#ffcc33", width=2.5),
                                      fillLevel=None, brush=None)
         self.points = pg.ScatterPlotItem(size=8, pen=None, brush=pg.mkBrush("#ffcc33"))
-        self.plot.addItem(self.curve)
-        self.plot.addItem(self.points)
+        self.vb.addItem(self.curve, ignoreBounds=True)
+        self.vb.addItem(self.points, ignoreBounds=True)
         self.title = QtWidgets.QLabel("Physical signature: click a pixel in any tile")
         self.title.setStyleSheet("font-weight: bold;")
         self.modulation = QtWidgets.QLabel("")
@@ -51,9 +66,7 @@ class SignaturePlot(QtWidgets.QWidget):
         self._draw_grid(1.0)
 
     def _draw_grid(self, r_max: float) -> None:
-        """Rings and spokes as one path item (cheap to paint), plus a few labels."""
-        for item in self._grid:
-            self.plot.removeItem(item)
+        """Rings and spokes as one path item (cheap to paint), labels moved to the new radius."""
         path = QtGui.QPainterPath()
         for frac in (0.25, 0.5, 0.75, 1.0):
             r = r_max * frac
@@ -62,24 +75,14 @@ class SignaturePlot(QtWidgets.QWidget):
             a = np.deg2rad(30 * k)
             path.moveTo(0, 0)
             path.lineTo(r_max * np.cos(a), r_max * np.sin(a))
-        grid = QtWidgets.QGraphicsPathItem(path)
-        pen = QtGui.QPen(QtGui.QColor(*GRID_PEN), 1)
-        pen.setCosmetic(True)
-        grid.setPen(pen)
-        self._grid = [grid]
-        for k in range(0, 12, 3):
-            a = np.deg2rad(30 * k)
-            label = pg.TextItem(f"{30 * k}°", color="#8a93a0", anchor=(0.5, 0.5))
+        self.grid.setPath(path)
+        for k, label in enumerate(self.labels):
+            a = np.deg2rad(90 * k)
             label.setPos(1.14 * r_max * np.cos(a), 1.14 * r_max * np.sin(a))
-            self._grid.append(label)
-        scale = pg.TextItem(f"{r_max:.0f} DN", color="#8a93a0", anchor=(0, 1))
-        scale.setPos(0.72 * r_max, -0.72 * r_max)
-        self._grid.append(scale)
-        for item in self._grid:
-            item.setZValue(-1)
-            self.plot.addItem(item)
+        self.scale.setText(f"{r_max:.0f} DN")
+        self.scale.setPos(0.72 * r_max, -0.72 * r_max)
         lim = 1.25 * r_max
-        self.plot.getViewBox().setRange(QtCore.QRectF(-lim, -lim, 2 * lim, 2 * lim), padding=0)
+        self.vb.setRange(QtCore.QRectF(-lim, -lim, 2 * lim, 2 * lim), padding=0)
 
     def show_signature(self, sig: imaging.Signature, where: str) -> None:
         self.signature = sig

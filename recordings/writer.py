@@ -28,7 +28,6 @@ from recordings.errors import RecordingError
 from recordings.reader import open_h5, roi_is_complete
 
 SOFTWARE_VERSION = "0.1.0"
-_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recording-sha256")
 
 
 def raw_compression() -> dict[str, Any]:
@@ -58,6 +57,7 @@ class RecordingWriter:
 
     def __init__(self, h5: h5py.File, path: Path):
         self._h5 = h5
+        self._hasher: ThreadPoolExecutor | None = None  # started by the first write_roi
         self.path = path
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -115,6 +115,9 @@ class RecordingWriter:
 
     def close(self) -> None:
         """Flush and close; the file is marked complete only if every planned RoI is present."""
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=True)
+            self._hasher = None
         if not self._h5.id.valid:
             return
         if self._h5.mode != "r" and len(self.completed_rois()) >= self.n_rois:
@@ -175,7 +178,9 @@ class RecordingWriter:
                 raise RecordingError(f"RoI {index} is already recorded in {self.path}")
             del rois[name]
         # hashlib releases the GIL: hash on a second core while HDF5 compresses and writes.
-        checksum = _HASHER.submit(raw_checksum, raw)
+        if self._hasher is None:  # owned by this writer: its thread ends with close()
+            self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recording-sha256")
+        checksum = self._hasher.submit(raw_checksum, raw)
         group = rois.create_group(name)
         chunks = tuple(min(c, s) for c, s in zip(schema.RAW_CHUNK, raw.shape, strict=True))
         group.create_dataset("raw", data=raw, chunks=chunks, **raw_compression())

@@ -73,13 +73,13 @@ def station(tmp_path):
         rig.close()
 
 
-def open_window(qtbot, cfg, rig=None, detector=None, **kw):
+def open_window(qtbot, own, cfg, rig=None, detector=None, **kw):
     from gui.app import MainWindow
     from gui.cli import sample_preparer
 
     win = MainWindow(cfg, rig=rig, detector=detector, out_dir=cfg.paths.recordings,
                      prepare_sample=sample_preparer(cfg) if rig is not None else None, **kw)
-    qtbot.addWidget(win)
+    own(win)
     win.show()
     qtbot.waitExposed(win)
     return win
@@ -136,9 +136,9 @@ def test_signature_tells_directional_from_isotropic():
 
 
 # -- the window on the simulated bench ------------------------------------------------------------
-def test_scan_to_verdict_map_table_and_signature(qtbot, station):
+def test_scan_to_verdict_map_table_and_signature(qtbot, own_window, station):
     cfg, rig = station()
-    win = open_window(qtbot, cfg, rig, make_detector(cfg))
+    win = open_window(qtbot, own_window, cfg, rig, make_detector(cfg))
     assert win.controls.start_btn.isEnabled()
     qtbot.mouseClick(win.controls.start_btn, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: win.scanning, timeout=5000)
@@ -210,9 +210,9 @@ def test_scan_to_verdict_map_table_and_signature(qtbot, station):
     win.close()
 
 
-def test_abort_mid_scan(qtbot, station):
+def test_abort_mid_scan(qtbot, own_window, station):
     cfg, rig = station(realtime=True)  # real device time, so the operator can abort mid-way
-    win = open_window(qtbot, cfg, rig, make_detector(cfg))
+    win = open_window(qtbot, own_window, cfg, rig, make_detector(cfg))
     win.controls.auto_id.setChecked(False)
     win.controls.sample_id.setText("ABORT-ME")
     qtbot.mouseClick(win.controls.start_btn, Qt.MouseButton.LeftButton)
@@ -229,9 +229,9 @@ def test_abort_mid_scan(qtbot, station):
     win.close()
 
 
-def test_pause_resume_and_device_fault_in_plain_words(qtbot, station):
+def test_pause_resume_and_device_fault_in_plain_words(qtbot, own_window, station):
     cfg, rig = station(realtime=True)
-    win = open_window(qtbot, cfg, rig, make_detector(cfg))
+    win = open_window(qtbot, own_window, cfg, rig, make_detector(cfg))
     win.start_inspection("PAUSE-1")
     qtbot.waitUntil(lambda: len(win.live_sample.recorded) >= 1, timeout=60_000)
     qtbot.mouseClick(win.controls.pause_btn, Qt.MouseButton.LeftButton)
@@ -283,7 +283,7 @@ def _write_recording(path: Path, n_written: int, n_rois: int = 10) -> None:
                 probability_maps={1: prob}, timings_s={"total": 7.5}))
 
 
-def test_replay_complete_and_incomplete_recordings(qtbot, tmp_path):
+def test_replay_complete_and_incomplete_recordings(qtbot, own_window, tmp_path):
     import argparse
 
     from gui import cli
@@ -294,7 +294,7 @@ def test_replay_complete_and_incomplete_recordings(qtbot, tmp_path):
     # `main.py gui --replay FILE`: a viewer, no devices opened
     win = cli.build_window(argparse.Namespace(config=None, sim=False, replay=done, out=tmp_path,
                                               no_detector=False, model=None))
-    qtbot.addWidget(win)
+    own_window(win)
     win.show()
     assert win.rig is None and not win.controls.start_btn.isEnabled()
     qtbot.waitUntil(lambda: win.sample.path == done and win.stack.current is not None,
@@ -332,7 +332,7 @@ def test_replay_complete_and_incomplete_recordings(qtbot, tmp_path):
     win.close()
 
 
-def test_signature_on_a_simulated_recording(qtbot, tmp_path):
+def test_signature_on_a_simulated_recording(qtbot, own_window, tmp_path):
     """Real dark-field optics (rig.sim): a truth scratch pixel reads directional, dust isotropic."""
     from gui.app import MainWindow
     from rig.sim.sample import DefectMix
@@ -351,8 +351,7 @@ def test_signature_on_a_simulated_recording(qtbot, tmp_path):
     peak = stack.max(axis=0) * (mask > 0)
     srow, scol = np.unravel_index(int(np.argmax(peak)), peak.shape)
 
-    win = MainWindow(small_config(tmp_path))
-    qtbot.addWidget(win)
+    win = own_window(MainWindow(small_config(tmp_path)))
     win.show()
     win.open_recording(path)
     qtbot.waitUntil(lambda: win.sample is not None and win.sample.path == path, timeout=10_000)
@@ -374,9 +373,9 @@ def test_signature_on_a_simulated_recording(qtbot, tmp_path):
     win.close()
 
 
-def test_manual_panel_and_snapshot(qtbot, station):
+def test_manual_panel_and_snapshot(qtbot, own_window, station):
     cfg, rig = station()
-    win = open_window(qtbot, cfg, rig)
+    win = open_window(qtbot, own_window, cfg, rig)
     tabs = [win.tabs.tabText(i) for i in range(win.tabs.count())]
     assert "Calibration" in tabs and win.calibration.isEnabled() and win.manual.isEnabled()
     x0, y0 = rig.stage.position()
@@ -396,7 +395,7 @@ def test_manual_panel_and_snapshot(qtbot, station):
     win.close()
 
 
-def test_start_waits_for_the_detector(qtbot, station):
+def test_start_waits_for_the_detector(qtbot, own_window, station):
     """A sample started before the detector is loaded would not be inspected: Start waits."""
     cfg, rig = station()
 
@@ -404,7 +403,7 @@ def test_start_waits_for_the_detector(qtbot, station):
         time.sleep(0.5)
         return make_detector(cfg)
 
-    win = open_window(qtbot, cfg, rig, detector_factory=slow_factory)
+    win = open_window(qtbot, own_window, cfg, rig, detector_factory=slow_factory)
     assert not win.controls.start_btn.isEnabled() and "loading" in win.status.fields[
         "detector"].text()
     qtbot.waitUntil(lambda: win.controls.start_btn.isEnabled(), timeout=20_000)
@@ -412,10 +411,10 @@ def test_start_waits_for_the_detector(qtbot, station):
     win.close()
 
 
-def test_event_loop_stays_responsive_during_scan(qtbot, station):
+def test_event_loop_stays_responsive_during_scan(qtbot, own_window, station):
     """Heartbeat every 10 ms while scanning; the longest gap is the stall figure."""
     cfg, rig = station()
-    win = open_window(qtbot, cfg, rig, make_detector(cfg))
+    win = open_window(qtbot, own_window, cfg, rig, make_detector(cfg))
     gaps: list[float] = []
     last = [time.perf_counter()]
 
