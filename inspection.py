@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from recordings import DetectedObject, DetectionResults, RecordingWriter
+from recordings import DetectedObject, RecordingWriter
 from rig.config import StationConfig
 from rig.layout import RoiGeometry
 from rig.scan import RoiCaptured, ScanEvent, ScanFinished, ScanPlan, ScanRunner
@@ -40,12 +40,12 @@ class RoiRecorded:
 
 @dataclass(frozen=True)
 class RoiDetected:
-    """Per-RoI detector output (inference.postprocess.Detection objects, RoI frame); the
-    sample-level, de-duplicated DetectedObjects come with SampleDone."""
+    """Per-RoI detector output as recording rows; the sample-level, de-duplicated objects
+    come with SampleDone."""
 
     roi: RoiGeometry
-    scratches: list[Any]
-    contaminants: list[Any]
+    scratches: list[DetectedObject]
+    contaminants: list[DetectedObject]
     probability: np.ndarray = field(repr=False)
     detect_s: float = 0.0
 
@@ -76,9 +76,8 @@ class SampleResult:
             "scratches": len(self.scratches), "contaminants": len(self.contaminants),
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
             "recording": str(self.recording), "error": self.error,
-            "scratch_list": [{"roi": s.roi, "x_mm": round(s.x_mm, 2), "y_mm": round(s.y_mm, 2),
-                              "length_mm": round(s.length_mm, 2), "score": round(s.score, 3),
-                              "type": s.type} for s in self.scratches],
+            "scratch_list": [o.to_json() for o in self.scratches],
+            "contaminant_list": [o.to_json() for o in self.contaminants],
         }
 
 
@@ -146,7 +145,7 @@ class InspectionRun:
         self._runner = runner = ScanRunner(self.rig, plan)
         if self._abort_requested.is_set():
             runner.abort()
-        detections: dict[int, RoiDetected] = {}
+        detections: dict[int, Any] = {}  # RoI -> the detector's RoiDetection
         timings = {"move": 0.0, "acquire": 0.0, "write": 0.0, "detect": 0.0}
         consumer_error: list[BaseException] = []
         work: queue.Queue[RoiCaptured | None] = queue.Queue(maxsize=QUEUE_DEPTH)
@@ -193,16 +192,12 @@ class InspectionRun:
                 for index in sorted(set(layout) - set(detections)):
                     stack = writer.read_raw(index)
                     detections[index] = self._detect(layout[index], stack, timings)
-                scratches, contaminants = self.detector.merge_sample(
-                    {i: (d.scratches, d.contaminants) for i, d in detections.items()}, layout)
-                verdict = "FAIL" if scratches else "PASS"
                 timings["total"] = time.monotonic() - t_start
-                writer.write_results(DetectionResults(
-                    detector=self.detector.name, model_sha256=self.detector.sha256, verdict=verdict,
-                    scratches=scratches, contaminants=contaminants,
-                    probability_maps={i: d.probability for i, d in detections.items()},
-                    timings_s=timings, probability_scale=self.detector.probability_scale))
-                result_kwargs = {"scratches": scratches, "contaminants": contaminants}
+                results = self.detector.sample_results(detections.values(), timings)
+                writer.write_results(results)
+                verdict = results.verdict
+                result_kwargs = {"scratches": results.scratches,
+                                 "contaminants": results.contaminants}
             elif complete:
                 verdict = "NOT-INSPECTED"
             else:
@@ -225,12 +220,10 @@ class InspectionRun:
         timings["write"] += dt
         self._emit(RoiRecorded(ev.roi, self.path, dt))
 
-    def _detect(self, roi: RoiGeometry, stack: np.ndarray,
-                timings: dict[str, float]) -> RoiDetected:
+    def _detect(self, roi: RoiGeometry, stack: np.ndarray, timings: dict[str, float]) -> Any:
         t0 = time.monotonic()
         det = self.detector.detect_roi(stack, roi.index, roi.origin_px, roi.pixel_size_mm)
         dt = time.monotonic() - t0
         timings["detect"] += dt
-        event = RoiDetected(roi, det.scratches, det.contaminants, det.probability, dt)
-        self._emit(event)
-        return event
+        self._emit(RoiDetected(roi, *det.detected_objects(), det.probability, dt))
+        return det

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
+import sys
+import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+from rig.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the batch report as JSON")
     p.set_defaults(func=run_scan)
 
+    p = subparsers.add_parser(
+        "infer", help="run the scratch detector on recordings and store the results",
+        description="Detect scratches in each recording, write /results into it (unless "
+                    "--no-write) and print one verdict line per sample. Each recording is "
+                    "inspected with the [detector] settings and the calibration (dark/flat "
+                    "correction) it was recorded with, so `infer` agrees with `scan`; options "
+                    "given here override them.",
+        epilog="exit status: 0 every sample PASS, 1 some sample FAIL, 2 an error (a model or "
+               "recording that cannot be read, or an incomplete recording without scratches, "
+               "whose PASS would not cover the whole sample).")
+    p.add_argument("recordings", nargs="+", type=Path, metavar="RECORDING")
+    p.add_argument("--model", type=Path, default=None,
+                   help="weights .safetensors with its .json model card beside it "
+                        "(default: the recording's [detector] model, else the bundled one)")
+    p.add_argument("--calibrations", type=Path, default=None, metavar="DIR",
+                   help="folder of the calibrations recordings name (default: the recorded "
+                        "station's [paths] calibrations)")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON report on stdout (verdict lines go to stderr)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA)")
+    p.add_argument("--contiguous", action="store_true",
+                   help="NCHW memory format (default: channels_last, faster on CPU and CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network")
+    p.add_argument("--batch-size", type=int, default=None, help="tiles per batch")
+    p.add_argument("--method", choices=["fast", "dbscan"], default=None,
+                   help="clustering implementation (default: the model card's)")
+    p.add_argument("--t-low", type=float, default=None, help="override T_low")
+    p.add_argument("--t-high", type=float, default=None, help="override T_high")
+    p.add_argument("--min-high-px", type=int, default=None, metavar="K",
+                   help="override min_high_px (map pixels of a cluster that must reach T_high)")
+    p.add_argument("--black-level", type=float, default=None,
+                   help="RAW black level in DN (default: the model card's, 64)")
+    p.add_argument("--no-write", action="store_true", help="do not write /results")
+    p.set_defaults(func=run_infer)
+
 
 def _sample_ids(args: argparse.Namespace) -> list[str]:
     if args.sample_id and args.samples == 1:
@@ -46,31 +88,20 @@ def _sample_ids(args: argparse.Namespace) -> list[str]:
 
 
 def run_scan(args: argparse.Namespace) -> int:
-    from calibration.apply import apply_to_rig, attach_to_detector, station_calibration
     from inspection import InspectionRun, SampleResult
-    from rig.bench import build_rig
-    from rig.config import ConfigError, load_config
+    from station import build_detector, load_station_config, open_rig, station_calibration
 
-    cfg = load_config(args.config)
-    if args.sim:
-        cfg = cfg.simulated()
-    if args.seed is not None:
-        cfg = cfg.model_copy(update={"sim": cfg.sim.model_copy(update={"seed": args.seed})})
+    cfg = load_station_config(args.config, sim=args.sim, seed=args.seed)
     if args.samples < 1:
         raise ConfigError(f"--samples {args.samples}: must be at least 1")
     out = args.out or cfg.paths.recordings
     out.mkdir(parents=True, exist_ok=True)
-    detector = None if args.no_infer else _load_detector(cfg, args.model)
+    cal = station_calibration(cfg)
+    detector = None if args.no_infer else build_detector(cfg, cal, args.model)
     ids = [None] if args.resume else _sample_ids(args)
 
     results: list[SampleResult] = []
-    cal = station_calibration(cfg)
-    with build_rig(cfg) as rig:
-        if cal is not None:
-            apply_to_rig(rig, cal)
-            if detector is not None:
-                attach_to_detector(detector, cal, cfg.camera.exposure_us)
-            log.info("using calibration %s", cal.calibration_id)
+    with open_rig(cfg, cal) as rig:
         for n, sample_id in enumerate(ids):
             if cfg.is_simulated:  # resuming: --seed must name the interrupted sample's seed
                 rig.load_virtual_sample(cfg.sim.seed + n)
@@ -93,12 +124,6 @@ def run_scan(args: argparse.Namespace) -> int:
     if any(not r.complete for r in results) or len(results) < len(ids):
         return EXIT_ERROR
     return EXIT_FAIL if any(r.verdict == "FAIL" for r in results) else EXIT_PASS
-
-
-def _load_detector(cfg, model: str | None):
-    from inference.detector import Detector
-
-    return Detector.from_settings(cfg.detector, model_path=model)
 
 
 def _prompt_load(sample_id: str) -> bool:
@@ -153,3 +178,92 @@ def _write_report(out: Path, results) -> dict:
                         f"{r.timings_s.get('total', 0):.2f}", r.recording, r.error])
     return report
 
+
+
+# -- infer ---------------------------------------------------------------------------------------
+def run_infer(args: argparse.Namespace) -> int:
+    import recordings
+    from inference.detector import ModelLoadError
+
+    out = sys.stderr if args.json else sys.stdout
+    detectors: dict[tuple[str, str], Any] = {}
+    reports, status = [], EXIT_PASS
+    for path in args.recordings:
+        t0 = time.perf_counter()
+        try:
+            with recordings.open_recording(path) as rec:
+                detector, note = _detector_for(rec, args, detectors)
+                print(f"{path.name}: {note}", file=sys.stderr)
+                sample_id, complete, planned = rec.sample_id, rec.status == "complete", rec.n_rois
+                ids = rec.roi_ids()
+                if not ids:
+                    raise recordings.RecordingError(f"{path}: no finished RoI to inspect")
+                rois = []
+                for n, i in enumerate(ids, start=1):
+                    roi = rec.roi(i)
+                    rois.append(detector.detect_roi(roi.raw[()], i, roi.origin_px,
+                                                    roi.pixel_size_mm, args.black_level))
+                    print(f"  {path.name}: RoI {i:02d} ({n}/{len(ids)}) "
+                          f"{len(rois[-1].scratches)} scratch(es) "
+                          f"{rois[-1].timings_s['network_s']:.1f} s", file=sys.stderr, flush=True)
+            results = detector.sample_results(rois, {"total_s": time.perf_counter() - t0})
+            if not args.no_write:
+                recordings.add_results(path, results)
+        except recordings.RecordingError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = EXIT_ERROR
+            reports.append({"recording": str(path), "error": str(exc)})
+            continue
+        except (ModelLoadError, ConfigError) as exc:  # the same for every recording: stop
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        note = "" if complete and len(ids) >= planned else \
+            f"  INCOMPLETE ({len(ids)}/{planned} RoIs inspected)"
+        print(f"{sample_id}: {results.verdict}  scratches={len(results.scratches)} "
+              f"contaminants={len(results.contaminants)}  rois={len(ids)}  "
+              f"{results.timings_s['total_s']:.1f} s  {path}{note}", file=out, flush=True)
+        if results.verdict == "FAIL":
+            status = max(status, EXIT_FAIL)
+        elif note:
+            status = EXIT_ERROR
+        reports.append({"recording": str(path), "sample_id": sample_id, "complete": not note,
+                        "detector": results.detector, "model_sha256": results.model_sha256,
+                        "written": not args.no_write, "verdict": results.verdict,
+                        "rois": ids, "timings_s": results.timings_s,
+                        "scratches": [o.to_json() for o in results.scratches],
+                        "contaminants": [o.to_json() for o in results.contaminants]})
+    if args.json:
+        print(json.dumps(reports, indent=2))
+    return status
+
+
+def _detector_for(rec: Any, args: argparse.Namespace,
+                  cache: dict[tuple[str, str], Any]) -> tuple[Any, str]:
+    """The detector for one recording: its recorded settings and calibration, this command's
+    overrides on top; one detector per distinct recorded station."""
+    import torch
+
+    from station import build_detector, recorded_station
+
+    recorded = recorded_station(rec.rig_config, str(rec.attrs.get("calibration_id", "")),
+                                args.calibrations)
+    detector = cache.get(recorded.key)
+    if detector is None:
+        engine: dict[str, Any] = {"channels_last": not args.contiguous, "compile": args.compile,
+                                  "amp_dtype": torch.bfloat16 if args.bf16 else None}
+        if args.device != "auto":
+            engine["device"] = args.device
+        detector = build_detector(recorded.cfg, recorded.calibration, args.model, **engine)
+        over = {k: v for k, v in (("method", args.method), ("t_low", args.t_low),
+                                  ("t_high", args.t_high), ("min_high_px", args.min_high_px))
+                if v is not None}
+        if over:
+            try:
+                detector.postprocess_params = dataclasses.replace(detector.postprocess_params,
+                                                                  **over)
+            except ValueError as exc:
+                raise ConfigError(f"post-processing options: {exc}") from exc
+        if args.batch_size:
+            detector.tiling = dataclasses.replace(detector.tiling, batch_size=args.batch_size)
+        cache[recorded.key] = detector
+    return detector, recorded.note

@@ -9,7 +9,6 @@ device, h5py, torch or a full-size frame.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -85,23 +84,6 @@ class SampleState:
         s, c = self.objects()
         return [("scratch", o) for o in s if o.roi == roi] + \
                [("contaminant", o) for o in c if o.roi == roi]
-
-
-def as_detected_object(o: Any) -> DetectedObject:
-    """The recordings' object type, from whatever the detector put in a per-RoI event.
-
-    `RoiDetected` is declared with `DetectedObject`s, but a detector may hand its own richer
-    type (inference's `Detection`); the window only needs the shared fields.
-    """
-    if isinstance(o, DetectedObject):
-        return o
-    return DetectedObject(
-        roi=int(getattr(o, "roi", -1)), box_px=tuple(int(v) for v in o.box_px),
-        x_mm=float(getattr(o, "x_mm", float("nan"))), y_mm=float(getattr(o, "y_mm", float("nan"))),
-        length_mm=float(getattr(o, "length_mm", float("nan"))),
-        width_px=float(getattr(o, "width_px", float("nan"))), score=float(o.score),
-        type=str(getattr(o, "type", "") or ""), type_score=float(getattr(o, "type_score",
-                                                                        float("nan"))))
 
 
 def sample_mm_of(cfg: StationConfig) -> tuple[float, float, float]:
@@ -442,8 +424,6 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _on_detected(self, s: SampleState, ev: RoiDetected) -> None:
         i = ev.roi.index
-        ev = dataclasses.replace(ev, scratches=[as_detected_object(o) for o in ev.scratches],
-                                 contaminants=[as_detected_object(o) for o in ev.contaminants])
         s.detections[i] = ev
         prob = ev.probability
         if prob is not None and prob.ndim == 2 and prob.shape[0]:
@@ -474,8 +454,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.last_result = result
         s.result = result
         if result.verdict in ("PASS", "FAIL"):
-            s.scratches = [as_detected_object(o) for o in result.scratches]
-            s.contaminants = [as_detected_object(o) for o in result.contaminants]
+            s.scratches = list(result.scratches)
+            s.contaminants = list(result.contaminants)
             for i in s.rois:
                 if s.states.get(i) != "error":
                     has = any(o.roi == i for o in s.scratches)

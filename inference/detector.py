@@ -27,6 +27,7 @@ from inference.model import NestedUNet, UNetConfig
 from inference.postprocess import Detection, PostprocessParams, postprocess
 from inference.preprocess import RawScaling
 from inference.tiling import TilingParams, predict_tiled
+from recordings import DetectedObject, DetectionResults, verdict_of
 
 CARD_FORMAT = "darkfield-detector-card"
 CARD_VERSION = 1
@@ -193,7 +194,7 @@ def load_model(path: str | Path) -> tuple[NestedUNet, ModelCard]:
 
 @dataclass
 class RoiDetection:
-    """What the detector found in one RoI."""
+    """What the detector found in one RoI (objects carry sample-frame mm and boxes)."""
 
     roi: int
     origin_px: tuple[int, int]  # RoI top-left in the sample pixel frame (row, col)
@@ -205,39 +206,10 @@ class RoiDetection:
     contaminants: list[Detection]
     timings_s: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def verdict(self) -> str:
-        return "FAIL" if self.scratches else "PASS"
-
-
-@dataclass
-class SampleDetection:
-    """Merged result of all RoIs of one sample (sample frame, overlaps de-duplicated)."""
-
-    rois: list[RoiDetection]
-    scratches: list[Detection]
-    contaminants: list[Detection]
-    timings_s: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def verdict(self) -> str:
-        return "FAIL" if self.scratches else "PASS"
-
-    def summary(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "n_rois": len(self.rois),
-                "n_scratches": len(self.scratches), "n_contaminants": len(self.contaminants),
-                "scratches": [_brief(d) for d in self.scratches],
-                "rois_failed": [r.roi for r in self.rois if r.scratches],
-                "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()}}
-
-
-def _brief(d: Detection) -> dict[str, Any]:
-    return {"roi": d.roi, "x_mm": round(d.x_mm, 3), "y_mm": round(d.y_mm, 3),
-            "length_mm": round(d.length_mm, 3), "width_px": round(d.width_px, 2),
-            "score": round(d.score, 4), "box_px": list(d.box_px),
-            "rois": d.extra.get("rois", [d.roi]),
-            **({"type": d.extra["type"], "type_score": round(float(d.extra["type_score"]), 4)}
-               if "type" in d.extra else {})}
+    def detected_objects(self) -> tuple[list[DetectedObject], list[DetectedObject]]:
+        """(scratches, contaminants) as recording rows, for per-RoI events and displays."""
+        return ([to_detected_object(d) for d in self.scratches],
+                [to_detected_object(d) for d in self.contaminants])
 
 
 def _boxes_touch(a: Sequence[int], b: Sequence[int], tol: int) -> bool:
@@ -299,11 +271,9 @@ def _intersection(a: Sequence[int], b: Sequence[int]) -> tuple[int, int, int, in
     return (r0, c0, r1, c1) if r0 < r1 and c0 < c1 else None
 
 
-def to_detected_object(d: Detection) -> Any:
+def to_detected_object(d: Detection) -> DetectedObject:
     """As a `recordings.DetectedObject` (the row of /results/scratches or /contaminants)."""
-    import recordings
-
-    return recordings.DetectedObject(
+    return DetectedObject(
         roi=int(d.roi), box_px=tuple(int(v) for v in d.box_px), x_mm=float(d.x_mm),
         y_mm=float(d.y_mm), length_mm=float(d.length_mm), width_px=float(d.width_px),
         score=float(d.score), type=str(d.extra.get("type", "")),
@@ -466,47 +436,25 @@ class Detector:
         return RoiDetection(roi, org, float(pixel_size_mm), shape, y, p, scratches,
                             contaminants, timings)
 
-    def merge(self, rois: Sequence[RoiDetection]) -> SampleDetection:
-        """Sample-level result: RoIs merged by their origins, overlaps de-duplicated."""
+    def sample_results(self, rois: Iterable[RoiDetection],
+                       timings_s: Mapping[str, float] | None = None) -> DetectionResults:
+        """The one place a sample's results are built, for `scan`, `infer` and the GUI alike:
+        the RoIs merged in the sample frame (an object two RoIs see is kept once), objects as
+        recording rows, the verdict, the probability maps and this detector's identity."""
+        rois = sorted(rois, key=lambda r: r.roi)
         boxes = {r.roi: _roi_box(r) for r in rois}
-        t = {"network_s": sum(r.timings_s.get("network_s", 0.0) for r in rois),
-             "postprocess_s": sum(r.timings_s.get("postprocess_s", 0.0) for r in rois)}
-        return SampleDetection(
-            list(rois), merge_detections([d for r in rois for d in r.scratches], boxes),
-            merge_detections([d for r in rois for d in r.contaminants], boxes), t)
-
-    def merge_sample(self, per_roi: Mapping[int, tuple[Sequence[Detection], Sequence[Detection]]],
-                     layout: Mapping[int, Any]) -> tuple[list[Any], list[Any]]:
-        """For inspection.py: {roi: (scratches, contaminants)} + {roi: geometry with origin_px
-        and size_px} -> merged (scratches, contaminants) as recordings.DetectedObject lists."""
-        boxes = {i: (g.origin_px[0], g.origin_px[1], g.origin_px[0] + g.size_px[0],
-                     g.origin_px[1] + g.size_px[1]) for i, g in layout.items()}
-        sc = merge_detections([d for s, _ in per_roi.values() for d in s], boxes)
-        co = merge_detections([d for _, c in per_roi.values() for d in c], boxes)
-        return [to_detected_object(d) for d in sc], [to_detected_object(d) for d in co]
+        scratches = [to_detected_object(d) for d in
+                     merge_detections([d for r in rois for d in r.scratches], boxes)]
+        contaminants = [to_detected_object(d) for d in
+                        merge_detections([d for r in rois for d in r.contaminants], boxes)]
+        return DetectionResults(
+            detector=self.name, model_sha256=self.sha256 or "", verdict=verdict_of(scratches),
+            scratches=scratches, contaminants=contaminants,
+            probability_maps={r.roi: r.probability for r in rois},
+            timings_s={k: float(v) for k, v in (timings_s or {}).items()},
+            probability_scale=self.probability_scale)
 
     @property
     def probability_scale(self) -> int:
         """RAW pixels per probability-map pixel."""
         return self.postprocess_params.map_scale
-
-    def detect_sample(self, rois: Iterable[tuple[int, np.ndarray, tuple[int, int], float]]
-                      ) -> SampleDetection:
-        """rois: (index, stack, origin_px (row, col), pixel_size_mm) per RoI."""
-        t0 = time.perf_counter()
-        results = [self.detect_roi(st, i, org, px) for i, st, org, px in rois]
-        sample = self.merge(results)
-        sample.timings_s["total_s"] = time.perf_counter() - t0
-        return sample
-
-    def to_results(self, sample: SampleDetection) -> Any:
-        """As `recordings.DetectionResults` for `/results` of a recording."""
-        import recordings
-
-        timings = {k: round(v, 4) for k, v in sample.timings_s.items()}
-        return recordings.DetectionResults(
-            detector=self.name, model_sha256=self.sha256 or "", verdict=sample.verdict,
-            scratches=[to_detected_object(d) for d in sample.scratches],
-            contaminants=[to_detected_object(d) for d in sample.contaminants],
-            probability_maps={r.roi: r.probability for r in sample.rois},
-            timings_s=timings, probability_scale=self.probability_scale)

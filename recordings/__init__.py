@@ -11,6 +11,7 @@ from recordings.schema import (
     DetectedObject,
     DetectionResults,
     RoiTruth,
+    verdict_of,
 )
 from recordings.verify import VerifyReport, verify_recording
 from recordings.writer import RecordingWriter, add_results
@@ -18,5 +19,5 @@ from recordings.writer import RecordingWriter, add_results
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "DetectedObject", "DetectionResults", "Recording",
     "RecordingError", "RecordingWriter", "Roi", "RoiTruth", "VerifyReport", "add_results",
-    "open_recording", "verify_recording",
+    "open_recording", "verdict_of", "verify_recording",
 ]

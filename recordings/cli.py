@@ -70,16 +70,10 @@ def describe(rec: Recording) -> dict:
            "rois": rois, "missing_rois": [i for i in range(rec.n_rois) if i not in rec.roi_ids()]}
     res = rec.results()
     if res:
-        def obj(o):
-            return {"roi": o.roi, "box_px": list(o.box_px), "x_mm": round(o.x_mm, 3),
-                    "y_mm": round(o.y_mm, 3), "length_mm": round(o.length_mm, 3),
-                    "width_px": round(o.width_px, 2), "score": round(o.score, 3),
-                    "type": o.type, "type_score": None if o.type_score != o.type_score
-                    else round(o.type_score, 3)}
         out["results"] = {"detector": res.detector, "model_sha256": res.model_sha256,
                           "verdict": res.verdict, "timings_s": res.timings_s,
-                          "scratches": [obj(o) for o in res.scratches],
-                          "contaminants": [obj(o) for o in res.contaminants]}
+                          "scratches": [o.to_json() for o in res.scratches],
+                          "contaminants": [o.to_json() for o in res.contaminants]}
     return out
 
 

@@ -6,7 +6,9 @@ documentation all follow it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import h5py
 import numpy as np
@@ -69,6 +71,9 @@ OBJECT_DTYPE = np.dtype(
 class ("" when not typed) with its probability in `type_score` (NaN when not typed)."""
 
 
+VERDICT_PASS, VERDICT_FAIL = "PASS", "FAIL"  # stored in /results; see docs/recording-format.md
+
+
 @dataclass
 class RoiTruth:
     """What the simulator (or a labeller) knows about an RoI."""
@@ -88,6 +93,19 @@ class DetectedObject:
     score: float
     type: str = ""
     type_score: float = float("nan")
+
+    def to_json(self) -> dict[str, Any]:
+        """The one JSON form of a detected object (CLI output, batch reports, `recordings show`)."""
+        return {"roi": self.roi, "box_px": [int(v) for v in self.box_px],
+                "x_mm": round(self.x_mm, 3), "y_mm": round(self.y_mm, 3),
+                "length_mm": round(self.length_mm, 3), "width_px": round(self.width_px, 2),
+                "score": round(self.score, 4), "type": self.type,
+                "type_score": None if math.isnan(self.type_score) else round(self.type_score, 4)}
+
+
+def verdict_of(scratches: list[DetectedObject]) -> str:
+    """A sample fails when it has at least one scratch; contaminants do not fail it."""
+    return VERDICT_FAIL if scratches else VERDICT_PASS
 
 
 @dataclass

@@ -120,13 +120,10 @@ def test_detector_with_typer_writes_types(tiny_model_file: Path, typer_file: Pat
     assert len(res.scratches) == 1 and "typing_s" in res.timings_s
     t = res.scratches[0].extra["type"]
     assert t in det.typer.classes
-    sample = det.merge([res])
-    results = det.to_results(sample)
+    results = det.sample_results([res])
     assert results.scratches[0].type == t and 0 < results.scratches[0].type_score <= 1
-    assert sample.summary()["scratches"][0]["type"] == t
-    layout = {3: SimpleNamespace(origin_px=(1000, 2000), size_px=(512, 640))}
-    sc, _ = det.merge_sample({3: (res.scratches, res.contaminants)}, layout)
-    assert sc[0].type == t
+    assert results.scratches[0].to_json()["type"] == t
+    assert res.detected_objects()[0][0].type == t
 
 
 def test_from_settings_attaches_bundled_typer(tiny_model_file: Path, typer_file: Path,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import inspection_cli
 import recordings as R
 from inference import cli
 from inference.detector import (
@@ -145,7 +146,7 @@ def test_detect_roi_positions_in_sample_mm(tiny_model_file: Path) -> None:
     det = _detector_with_fake_net(tiny_model_file)
     st = _stack_with_line(512, 640, 100, 50, 350)
     res = det.detect_roi(st, 3, (1000, 2000), PX_MM)
-    assert res.probability.shape == (256, 320) and res.verdict == "FAIL"
+    assert res.probability.shape == (256, 320) and res.scratches
     assert len(res.scratches) == 1
     s = res.scratches[0]
     r0, c0, r1, c1 = s.box_px
@@ -155,7 +156,7 @@ def test_detect_roi_positions_in_sample_mm(tiny_model_file: Path) -> None:
     assert s.y_mm == pytest.approx((1000 + (r0 + r1) / 2) * PX_MM)
     assert s.length_mm == pytest.approx(300 * PX_MM, rel=0.05)
     blank = det.detect_roi(np.full((6, 256, 256), 64, np.uint16))
-    assert blank.verdict == "PASS" and blank.scratches == []
+    assert blank.scratches == [] and det.sample_results([blank]).verdict == "PASS"
     same = det.detect_roi(st, roi=3, origin_px=(1000, 2000), pixel_size_mm=PX_MM)
     assert same.scratches[0].x_mm == s.x_mm
     with pytest.raises(TypeError, match="roi must be the RoI index"):
@@ -178,21 +179,17 @@ def test_sample_merge_deduplicates_overlap(tiny_model_file: Path) -> None:
     full[:, 200:203, 300:700] = 2000  # crosses the overlap [384, 640): seen by both RoIs
     full[:, 460:463, 20:200] = 2000  # only RoI 0 (> eps = 200 px from the first)
     full[:, 460:463, 850:1010] = 2000  # only RoI 1
-    rois = [(0, full[:, :, :w], (0, 0), PX_MM),
-            (1, full[:, :, w - overlap:], (0, w - overlap), PX_MM)]
-    sample = det.detect_sample(rois)
-    assert sum(len(r.scratches) for r in sample.rois) == 4
-    assert len(sample.scratches) == 3 and sample.verdict == "FAIL"
-    crossing = [s for s in sample.scratches if s.extra.get("rois") == [0, 1]]
-    assert len(crossing) == 1
-    c = crossing[0]
-    assert c.sample_box_px[1] <= 302 and c.sample_box_px[3] >= 698
+    rois = [det.detect_roi(full[:, :, :w], 0, (0, 0), PX_MM),
+            det.detect_roi(full[:, :, w - overlap:], 1, (0, w - overlap), PX_MM)]
+    assert sum(len(r.scratches) for r in rois) == 4
+    results = det.sample_results(rois)
+    assert len(results.scratches) == 3 and results.verdict == "FAIL"
+    assert all(isinstance(o, R.DetectedObject) for o in results.scratches)
+    # the crossing scratch: one object spanning both RoIs' views, in sample-frame mm
+    c = max(results.scratches, key=lambda o: o.length_mm)
     assert c.length_mm == pytest.approx(400 * PX_MM, rel=0.05)
-    # merge_sample (inspection.py's entry) gives the same de-duplication
-    layout = {0: argparse.Namespace(origin_px=(0, 0), size_px=(h, w)),
-              1: argparse.Namespace(origin_px=(0, w - overlap), size_px=(h, w))}
-    sc, _ = det.merge_sample({r.roi: (r.scratches, r.contaminants) for r in sample.rois}, layout)
-    assert len(sc) == 3 and all(isinstance(o, R.DetectedObject) for o in sc)
+    assert c.x_mm == pytest.approx(500 * PX_MM, rel=0.05)
+    assert results.probability_maps.keys() == {0, 1}
 
 
 def test_two_scratches_in_one_roi_are_not_merged(tiny_model_file: Path) -> None:
@@ -200,8 +197,7 @@ def test_two_scratches_in_one_roi_are_not_merged(tiny_model_file: Path) -> None:
     det.postprocess_params = PostprocessParams(eps=2, min_samples=4)
     st = _stack_with_line(512, 512, 100, 50, 400)
     st[:, 140:143, 50:400] = 2000  # 40 px below: separate clusters with a small eps
-    sample = det.detect_sample([(0, st, (0, 0), PX_MM)])
-    assert len(sample.scratches) == 2
+    assert len(det.sample_results([det.detect_roi(st, 0, (0, 0), PX_MM)]).scratches) == 2
 
 
 # -- command ---------------------------------------------------------------------------------
@@ -219,6 +215,7 @@ def _run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
     cli.register(sub)
+    inspection_cli.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -248,17 +245,20 @@ def test_infer_writes_results(tmp_path: Path, tiny_model_file: Path,
     assert "results: PASS" in shown or "results: FAIL" in shown
     status = _run(["infer", str(rec), "--model", str(tiny_model_file), "--json", "--no-write"])
     report = json.loads(capsys.readouterr().out)
-    assert report[0]["sample_id"] == "S-7" and report[0]["n_rois"] == 2
+    assert report[0]["sample_id"] == "S-7" and report[0]["rois"] == [0, 1]
+    assert report[0]["verdict"] == res.verdict
 
 
 def test_infer_reports_bad_model_and_recording(tmp_path: Path, tiny_model_file: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    assert _run(["infer", str(tmp_path / "x.h5"), "--model", str(tmp_path / "m.safetensors")]) == 2
+    rec = tmp_path / "s7.h5"
+    _recording(rec)
+    assert _run(["infer", str(rec), "--model", str(tmp_path / "m.safetensors")]) == 2
     assert "no such model file" in capsys.readouterr().err
     assert _run(["infer", str(tmp_path / "x.h5"), "--model", str(tiny_model_file)]) == 2
     assert "x.h5: no such file" in capsys.readouterr().err
     for bad in (["--t-low", "0.9", "--t-high", "0.5"], ["--min-high-px", "0"]):
-        assert _run(["infer", str(tmp_path / "x.h5"), "--model", str(tiny_model_file), *bad]) == 2
+        assert _run(["infer", str(rec), "--model", str(tiny_model_file), *bad]) == 2
         assert "error: post-processing options" in capsys.readouterr().err
 
 

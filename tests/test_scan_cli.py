@@ -61,3 +61,33 @@ def test_existing_recording_is_never_overwritten(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     again = _scan(tmp_path, "--sample-id", "ONE", "--no-infer")
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+
+
+def test_infer_on_a_scanned_recording_gives_the_same_results(tmp_path: Path) -> None:
+    """One pipeline: `infer` inspects with the settings and calibration the recording names,
+    so it reproduces the scan's scratch and contaminant tables and verdict exactly."""
+    station = tmp_path / "station.toml"  # [detector] settings that differ from the model card
+    station.write_text(SMALL_STATION.replace("[sim]", "[sim]\nscratch_fraction = 1.0") +
+                       "[sample]\nwidth_mm = 11.0\nlength_mm = 28.0\ncorner_radius_mm = 2.0\n"
+                       "[detector]\nt_high = 0.9\ndbscan_min_samples = 40\n")  # card: 0.7, 16
+    proc = subprocess.run(
+        [sys.executable, "main.py", "--log-dir", str(tmp_path / "logs"), "scan", "--config",
+         str(station), "--sim", "--out", str(tmp_path / "out"), "--sample-id", "SAME",
+         "--seed", "3", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode in (0, 1), proc.stderr
+    recording = tmp_path / "out" / "SAME.h5"
+    with R.open_recording(recording) as rec:
+        scanned = rec.results()
+    assert scanned is not None and scanned.scratches and scanned.contaminants
+    proc = subprocess.run(
+        [sys.executable, "main.py", "--log-dir", str(tmp_path / "logs"), "infer",
+         str(recording), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "recorded [detector] settings" in proc.stderr
+    (report,) = json.loads(proc.stdout)
+    with R.open_recording(recording) as rec:
+        inferred = rec.results()
+    assert inferred.verdict == scanned.verdict == report["verdict"]
+    assert inferred.scratches == scanned.scratches
+    assert inferred.contaminants == scanned.contaminants
+    assert report["scratches"] == [o.to_json() for o in scanned.scratches]
