@@ -16,14 +16,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from inference.interfaces import Detector
 from recordings import DetectedObject, RecordingWriter
 from rig.config import StationConfig
+from rig.interfaces import Rig
 from rig.layout import RoiGeometry
 from rig.scan import RoiCaptured, ScanEvent, ScanFinished, ScanPlan, ScanRunner
+
+if TYPE_CHECKING:
+    from inference.detector import RoiDetection
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +97,7 @@ InspectionEvent = ScanEvent | RoiRecorded | RoiDetected | SampleDone
 class InspectionRun:
     """Inspect one sample on a rig and record it. Create one per sample; `run()` blocks."""
 
-    def __init__(self, cfg: StationConfig, rig: Any, detector: Any | None, out_dir: Path,
+    def __init__(self, cfg: StationConfig, rig: Rig, detector: Detector | None, out_dir: Path,
                  sample_id: str, resume: Path | None = None):
         self.cfg = cfg
         self.rig = rig
@@ -139,13 +144,13 @@ class InspectionRun:
         else:
             writer = RecordingWriter.create(
                 self.path, sample_id=self.sample_id, rig_config=self.cfg.to_json_dict(),
-                n_rois=len(layout), calibration_id=getattr(self.rig, "calibration_id", ""))
+                n_rois=len(layout), calibration_id=self.rig.calibration_id)
         plan = ScanPlan.from_config(self.cfg, self.sample_id, only_rois=writer.missing_rois(),
                                     layout=self.rig.layout)
         self._runner = runner = ScanRunner(self.rig, plan)
         if self._abort_requested.is_set():
             runner.abort()
-        detections: dict[int, Any] = {}  # RoI -> the detector's RoiDetection
+        detections: dict[int, RoiDetection] = {}
         timings = {"move": 0.0, "acquire": 0.0, "write": 0.0, "detect": 0.0}
         consumer_error: list[BaseException] = []
         work: queue.Queue[RoiCaptured | None] = queue.Queue(maxsize=QUEUE_DEPTH)
@@ -157,7 +162,8 @@ class InspectionRun:
                 try:
                     self._record(writer, event, timings)
                     if self.detector is not None:
-                        detections[event.roi.index] = self._detect(event.roi, event.stack,
+                        detections[event.roi.index] = self._detect(self.detector, event.roi,
+                                                                   event.stack,
                                                                    timings)
                 except BaseException as exc:  # disk full, detector failure: stop the scan
                     consumer_error.append(exc)
@@ -188,12 +194,13 @@ class InspectionRun:
         result_kwargs: dict[str, Any] = {}
         try:  # whatever happens below, what was recorded stays closed and readable
             if complete and self.detector is not None:
+                detector = self.detector
                 # RoIs recorded before an interruption are detected now, from the file.
                 for index in sorted(set(layout) - set(detections)):
                     stack = writer.read_raw(index)
-                    detections[index] = self._detect(layout[index], stack, timings)
+                    detections[index] = self._detect(detector, layout[index], stack, timings)
                 timings["total"] = time.monotonic() - t_start
-                results = self.detector.sample_results(detections.values(), timings)
+                results = detector.sample_results(detections.values(), timings)
                 writer.write_results(results)
                 verdict = results.verdict
                 result_kwargs = {"scratches": results.scratches,
@@ -215,15 +222,17 @@ class InspectionRun:
         writer.write_roi(ev.roi.index, ev.stack, stage_xy_mm=ev.stage_xy_mm,
                          origin_px=ev.roi.origin_px, pixel_size_mm=ev.roi.pixel_size_mm,
                          exposure_us=self.cfg.camera.exposure_us, timestamps_s=ev.timestamps_s,
-                         frame_ids=ev.frame_ids, truth=self.rig.truth(ev.roi))
+                         frame_ids=ev.frame_ids, truth=self.rig.samples.truth(ev.roi))
         dt = time.monotonic() - t0
         timings["write"] += dt
         self._emit(RoiRecorded(ev.roi, self.path, dt))
 
-    def _detect(self, roi: RoiGeometry, stack: np.ndarray, timings: dict[str, float]) -> Any:
+    def _detect(self, detector: Detector, roi: RoiGeometry, stack: np.ndarray,
+                timings: dict[str, float]) -> RoiDetection:
         t0 = time.monotonic()
-        det = self.detector.detect_roi(stack, roi.index, roi.origin_px, roi.pixel_size_mm)
+        det = detector.detect_roi(stack, roi.index, roi.origin_px, roi.pixel_size_mm)
         dt = time.monotonic() - t0
         timings["detect"] += dt
-        self._emit(RoiDetected(roi, *det.detected_objects(), det.probability, dt))
+        scratches, contaminants = det.detected_objects()
+        self._emit(RoiDetected(roi, scratches, contaminants, det.probability, dt))
         return det

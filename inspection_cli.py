@@ -13,11 +13,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from errors import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 from rig.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -102,11 +102,11 @@ def run_scan(args: argparse.Namespace) -> int:
 
     results: list[SampleResult] = []
     with open_rig(cfg, cal) as rig:
-        for n, sample_id in enumerate(ids):
-            if cfg.is_simulated:  # resuming: --seed must name the interrupted sample's seed
-                rig.load_virtual_sample(cfg.sim.seed + n)
-            elif args.resume is None and not args.no_prompt and not _prompt_load(sample_id):
+        for sample_id in ids:
+            if args.resume is None and not rig.simulated and not args.no_prompt \
+                    and not _prompt_load(sample_id):
                 break
+            rig.samples.load_sample(sample_id or "")  # resuming: --seed names the sample's seed
             run = InspectionRun(cfg, rig, detector, out, sample_id or "", resume=args.resume)
             result = _run_with_progress(run, quiet=args.json)
             results.append(result)
@@ -123,7 +123,7 @@ def run_scan(args: argparse.Namespace) -> int:
         print(f"report: {report['files']['json']}  {report['files']['csv']}")
     if any(not r.complete for r in results) or len(results) < len(ids):
         return EXIT_ERROR
-    return EXIT_FAIL if any(r.verdict == "FAIL" for r in results) else EXIT_PASS
+    return EXIT_FAIL if any(r.verdict == "FAIL" for r in results) else EXIT_OK
 
 
 def _prompt_load(sample_id: str) -> bool:
@@ -187,7 +187,7 @@ def run_infer(args: argparse.Namespace) -> int:
 
     out = sys.stderr if args.json else sys.stdout
     detectors: dict[tuple[str, str], Any] = {}
-    reports, status = [], EXIT_PASS
+    reports, status = [], EXIT_OK
     for path in args.recordings:
         t0 = time.perf_counter()
         try:

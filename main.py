@@ -13,11 +13,13 @@ import sys
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
+from errors import EXIT_ERROR, StationError
+
 # Modules whose `register(subparsers)` adds working subcommands, in --help order.
 COMMAND_MODULES = (
     "inspection_cli",       # scan
     "gui.cli",              # gui
-    "rig.sim.cli",          # simulate
+    "world.cli",            # simulate
     "inference.cli",        # infer, model-info
     "inference.train_cli",  # train, evaluate
     "inference.classifiers.cli",  # classifier train | evaluate
@@ -26,7 +28,6 @@ COMMAND_MODULES = (
     "recordings.cli",       # recordings ls | show | verify | export
 )
 
-EXIT_ERROR = 2
 log = logging.getLogger("station")
 
 
@@ -66,20 +67,6 @@ def setup_logging(verbose: bool, log_dir: Path) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def known_errors() -> tuple[type[BaseException], ...]:
-    """Errors whose message is meant for the user: printed as one line, no traceback."""
-    from calibration.store import CalibrationError
-    from inference.detector import ModelLoadError
-    from recordings.errors import RecordingError
-    from rig.camera import CameraError
-    from rig.config import ConfigError
-    from rig.ringlight import RingLightError
-    from rig.stage import StageError
-
-    return (RecordingError, ConfigError, CameraError, StageError, RingLightError, ModelLoadError,
-            CalibrationError)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -87,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     log.debug("command line: %s", sys.argv)
     try:
         return int(args.func(args) or 0)
-    except known_errors() as exc:
+    except StationError as exc:  # every error meant for the user (errors.py)
         log.debug("error", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR

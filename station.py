@@ -34,7 +34,7 @@ def load_station_config(path: str | Path | None = None, *, sim: bool = False,
 def open_rig(cfg: StationConfig, calibration: Calibration | None) -> Any:
     """Open every device of the station and make it use the calibration (LED levels, RoI
     layout in measured pixels, the id every recording carries). Close it (or use `with`)."""
-    from rig.bench import build_rig
+    from rig.rig import build_rig
 
     rig = build_rig(cfg)
     try:

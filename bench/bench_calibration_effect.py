@@ -42,7 +42,7 @@ MATCH_MARGIN_PX = 8
 
 
 def strong_optics(sensor_w: int):
-    from rig.sim.optics import OpticsConfig
+    from world.optics import OpticsConfig
 
     f = sensor_w / FULL_WIDTH_PX
     return OpticsConfig(illumination_radius_mm=STRONG_ILLUMINATION_RADIUS_MM * f,
@@ -107,7 +107,7 @@ def score_roi(tally: Tally, det, truth) -> tuple[bool, bool]:
 def calibrate_bench(cfg, optics, frames: int):
     """Dark, LED balance and flat through the real procedure on the emulated devices."""
     from calibration.procedures import CalibrationOptions, CalibrationSession
-    from rig.bench import build_rig
+    from rig.rig import build_rig
 
     with build_rig(cfg) as rig:
         rig.camera.set_optics(optics)
@@ -133,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     from inference.detector import DEFAULT_MODEL, Detector, ModelLoadError
     from rig.config import load_config
     from rig.geometry import roi_grid
-    from rig.sim.optics import DarkFieldRenderer
-    from rig.sim.sample import DefectMix, make_sample
-    from rig.sim.simulate import sample_seed
+    from world.optics import DarkFieldRenderer
+    from world.sample import DefectMix, make_sample
+    from world.simulate import sample_seed
 
     torch.set_num_threads(args.threads)
     model = Path(args.model) if args.model else DEFAULT_MODEL

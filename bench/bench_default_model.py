@@ -1,6 +1,6 @@
 """Time per full 3504 x 3120 RoI of a trained model (default: the bundled one) on this CPU.
 
-Renders one full-size simulated RoI (a scratched virtual sample through rig.sim's optics, the
+Renders one full-size simulated RoI (a scratched virtual sample through world's optics, the
 RoI that contains its first scratch), then runs `Detector.detect_roi` on it `--repeat` times
 for each thread count: network (tiled, 20 tiles of 1024 x 1024), post-processing, total.
 
@@ -22,8 +22,8 @@ from inference.detector import DEFAULT_MODEL, Detector
 
 
 def full_roi(seed: int = 3) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    from rig.sim.optics import DarkFieldRenderer
-    from rig.sim.sample import DefectMix, make_sample
+    from world.optics import DarkFieldRenderer
+    from world.sample import DefectMix, make_sample
 
     sample = make_sample(seed, DefectMix(scratch_fraction=1.0))
     sc = sample.of_kind("scratch")[0]

@@ -23,8 +23,8 @@ import numpy as np
 
 from recordings import RecordingWriter
 from rig.geometry import roi_grid
-from rig.sim.optics import DarkFieldRenderer
-from rig.sim.sample import make_sample
+from world.optics import DarkFieldRenderer
+from world.sample import make_sample
 
 TARGET_MB_S = 260.0
 

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 from inspection import InspectionRun
-from rig.bench import build_rig
 from rig.config import StationConfig, load_config
 from rig.grbl_protocol import trapezoid_time
 from rig.layout import roi_layout
+from rig.rig import build_rig
 
 
 def device_lower_bound(cfg: StationConfig, start_xy: tuple[float, float]) -> dict[str, float]:
@@ -38,7 +38,7 @@ def device_lower_bound(cfg: StationConfig, start_xy: tuple[float, float]) -> dic
 
 def run_once(cfg: StationConfig, detector, out: Path, seed: int) -> None:
     with build_rig(cfg) as rig:
-        rig.load_virtual_sample(seed)
+        rig.samples.load_virtual_sample(seed)
         start = rig.stage.position()
         bound = device_lower_bound(cfg, start)
         t0 = time.monotonic()

@@ -144,13 +144,13 @@ def apply_to_rig(rig: Any, cal: Calibration) -> None:
     """Make the rig use a calibration: LED levels from the balance (if any), the RoI layout in
     measured pixels from the registration (if any) and the id that every recording made with
     this rig will carry (`Rig.calibration_id`)."""
-    if cal.leds is not None:
-        rig.light.set_levels(list(cal.leds.levels))
+    layout = None
     if cal.registration is not None:
         from calibration.registration import calibrated_roi_layout
 
-        rig.layout = calibrated_roi_layout(rig.cfg, cal.registration)
-    rig.calibration_id = cal.calibration_id
+        layout = calibrated_roi_layout(rig.cfg, cal.registration)
+    rig.use_calibration(cal.calibration_id, layout=layout,
+                        led_levels=cal.leds.levels if cal.leds is not None else None)
 
 
 def station_calibration(cfg: Any) -> Calibration | None:

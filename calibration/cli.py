@@ -16,9 +16,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from errors import EXIT_ERROR, EXIT_FAIL, EXIT_OK
+
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR = 0, 1, 2
 MEASURE_STEPS = ("dark", "flat", "registration", "leds", "all")
 FLAT_RESIDUAL_LIMIT = 0.02
 """Largest acceptable residual shading of the reference after correction (p2p, any state)."""
@@ -173,7 +174,7 @@ def _measure(args: argparse.Namespace) -> int:
     from calibration.apply import apply_to_rig
     from calibration.procedures import CalibrationOptions, CalibrationSession, order_steps
     from calibration.store import save_calibration
-    from rig.bench import build_rig
+    from rig.rig import build_rig
 
     cfg = _config(args)
     directory = calibration_dir(cfg, args.out)
@@ -192,7 +193,7 @@ def _measure(args: argparse.Namespace) -> int:
         options = replace(options, target_xy_mm=tuple(args.target))
 
     with build_rig(cfg) as rig:
-        if rig.sim is not None:
+        if rig.simulated:
             inject_sim_imperfections(rig)
         if parent is not None and tuple(parent.sensor_shape) == (cfg.camera.height,
                                                                   cfg.camera.width):
@@ -208,12 +209,12 @@ def _measure(args: argparse.Namespace) -> int:
     if problems and not args.force:
         print("not saved (use --force to save anyway)")
         _print_summary(cal, parent, args.json)
-        return EXIT_CHECK_FAILED
+        return EXIT_FAIL
     path = save_calibration(cal, directory)
     _print_summary(cal, parent, args.json)
     if not args.json:
         print(f"saved {path}")
-    return EXIT_CHECK_FAILED if problems else EXIT_OK
+    return EXIT_FAIL if problems else EXIT_OK
 
 
 def inject_sim_imperfections(rig: Any) -> None:
@@ -222,7 +223,7 @@ def inject_sim_imperfections(rig: Any) -> None:
     bench is private to this command, so no scan sees them)."""
     cam = rig.camera
     if getattr(cam, "imperfections", "absent") is None and hasattr(cam, "set_imperfections"):
-        from rig.sim.imperfections import BenchImperfections
+        from world.imperfections import BenchImperfections
 
         imp = BenchImperfections()
         cam.set_imperfections(imp)

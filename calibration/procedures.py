@@ -6,7 +6,7 @@ dark (every other step subtracts it), LED balance (the flat must be taken with t
 scans will use), flat field, registration.
 
 Reference targets: on the simulated bench the session puts them on the stage itself
-(`rig.sim.targets`); on a real station it asks the operator through `prompt` to place the
+(`world.targets`); on a real station it asks the operator through `prompt` to place the
 diffuser plate or the fiducial plate and moves to `options.target_xy_mm` (default: the centre
 of the sample area). The rig is left as it was found: camera settings, ring-light levels, the
 sample on the simulated stage, lights off.
@@ -99,6 +99,7 @@ class CalibrationSession:
         self._done = 0
         self._total = 0
         self._target: str | None = None
+        self._placed: tuple[float, float] | None = None  # centre of a target the rig placed
         self._armed_exposure: float | None = None
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -140,7 +141,6 @@ class CalibrationSession:
         cam = rig.camera
         saved_settings = cam.settings
         saved_levels = tuple(rig.light.levels())
-        saved_sample = self._sim_sample()
         updated: list[str] = []
         try:
             for step in todo:
@@ -157,7 +157,9 @@ class CalibrationSession:
                 cam.configure(saved_settings)
             with contextlib.suppress(Exception):
                 rig.light.set_levels(list(saved_levels))
-            self._restore_sim_sample(saved_sample)
+            with contextlib.suppress(Exception):
+                rig.samples.remove_target()
+            self._target = self._placed = None
         cal.updated = tuple(dict.fromkeys(updated))
         return cal
 
@@ -198,23 +200,9 @@ class CalibrationSession:
                 f"calibration position ({xy[0]:.2f}, {xy[1]:.2f}) mm is outside the stage limits "
                 f"x {st.x_limits_mm}, y {st.y_limits_mm}; set --target or a smaller span")
         self.rig.move_to(xy)
-        time.sleep(float(getattr(st, "settle_s", 0.0)))
+        time.sleep(st.settle_s)
 
     # -- reference targets ---------------------------------------------------------------------
-    def _sim_sample(self) -> tuple[Any, Any] | None:
-        sim = getattr(self.rig, "sim", None)
-        if sim is None:
-            return None
-        return sim.sample, getattr(self.rig.camera, "sample", None)
-
-    def _restore_sim_sample(self, saved: tuple[Any, Any] | None) -> None:
-        if saved is None:
-            return
-        self.rig.sim.sample = saved[0]
-        with contextlib.suppress(Exception):
-            self.rig.camera.set_sample(saved[1])
-        self._target = None
-
     def field_mm(self) -> tuple[float, float]:
         pix = float(self.cfg.scan.pixel_size_mm)
         return self.shape[1] * pix, self.shape[0] * pix
@@ -222,18 +210,13 @@ class CalibrationSession:
     def _place_target(self, kind: str) -> tuple[float, float]:
         """Put the diffuser or fiducial plate under the camera; the stage position of its centre."""
         ox, oy = self.cfg.stage.sample_origin_mm
-        if getattr(self.rig, "sim", None) is not None:
-            from rig.sim.targets import diffuser_plate, fiducial_plate, plate_centre_mm
-
-            if self._target != kind:
-                plate = diffuser_plate() if kind == "diffuser" else fiducial_plate(
-                    self.field_mm(), seed=self.options.fiducial_seed,
-                    pixel_size_mm=float(self.cfg.scan.pixel_size_mm))
-                self.rig.sim.sample = plate
-                self.rig.camera.set_sample(plate)
-                self._target = kind
-            cx, cy = plate_centre_mm(self.rig.sim.sample)
-            return ox + cx, oy + cy
+        if self._target != kind or self._placed is None:
+            self._placed = self.rig.samples.place_target(
+                kind, self.field_mm(), float(self.cfg.scan.pixel_size_mm),
+                self.options.fiducial_seed)  # the simulated bench places it; a person otherwise
+        if self._placed is not None:
+            self._target = kind
+            return self._placed
         if self._target != kind:
             name = {"diffuser": "reference diffuser plate",
                     "fiducial": "fiducial (dot) plate"}[kind]

@@ -22,6 +22,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from errors import CalibrationError
+
 FORMAT_NAME = "darkfield-calibration"
 FORMAT_VERSION = 1
 SOFTWARE_VERSION = "0.1.0"
@@ -30,10 +32,6 @@ DEFAULT_DIR = Path("calibrations")
 DARK_SCALE = 16
 """Dark frames are stored as uint16 in 1/16 DN (exact to 0.03 DN; 12-bit x 16 fits in 16 bits)."""
 _COMPRESS = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-
-
-class CalibrationError(Exception):
-    """A calibration that cannot be made, read or used; the message says what to do."""
 
 
 # -- the parts ----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     .venv/bin/python docs/plot_signature.py [--out docs/signature.png]
 
-Everything is measured on rendered RAW frames (rig.sim.signature: background-subtracted mean
+Everything is measured on rendered RAW frames (world.signature: background-subtracted mean
 over the defect's footprint, 2x2 Bayer cells), not read from the model's parameters:
 
 Intensities are sums over a wide footprint divided by the footprint size of the defect as
@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rig.sim.optics import DarkFieldRenderer  # noqa: E402
-from rig.sim.sample import (  # noqa: E402
+from world.optics import DarkFieldRenderer  # noqa: E402
+from world.sample import (  # noqa: E402
     BlobDefect,
     CurveDefect,
     Defect,
@@ -37,7 +37,7 @@ from rig.sim.sample import (  # noqa: E402
     Sample,
     make_sample,
 )
-from rig.sim.signature import measure_signatures  # noqa: E402
+from world.signature import measure_signatures  # noqa: E402
 
 PIX = 0.0114
 CROP = 192

@@ -35,9 +35,12 @@ from gui.sample_map import SampleMap
 from gui.signature_plot import SignaturePlot
 from gui.stack_view import StackView
 from gui.workers import DeviceWorker, InspectionBridge, LoadedRoi, PreviewWorker, RecordingSummary
+from inference.interfaces import Detector
 from inspection import InspectionRun, RoiDetected, RoiRecorded, SampleResult
 from recordings import DetectedObject
+from rig.camera import Frame
 from rig.config import StationConfig
+from rig.interfaces import Rig
 from rig.layout import RoiGeometry, roi_layout
 from rig.scan import FrameCaptured, RoiCaptured, RoiStarted, ScanError, ScanFinished, ScanPaused
 
@@ -103,11 +106,11 @@ def auto_sample_id(out_dir: Path) -> str:
 class MainWindow(QtWidgets.QMainWindow):
     """Operator window. Give it a rig and detector, or factories run on the device thread."""
 
-    def __init__(self, cfg: StationConfig, *, rig: Any = None, detector: Any = None,
-                 rig_factory: Callable[[], Any] | None = None,
-                 detector_factory: Callable[[], Any] | None = None,
-                 out_dir: Path | None = None, max_fps: float = 8.0,
-                 prepare_sample: Callable[[Any, str], None] | None = None):
+    def __init__(self, cfg: StationConfig, *, rig: Rig | None = None,
+                 detector: Detector | None = None,
+                 rig_factory: Callable[[], Rig] | None = None,
+                 detector_factory: Callable[[], Detector] | None = None,
+                 out_dir: Path | None = None, max_fps: float = 8.0):
         super().__init__()
         self.cfg = cfg
         self.rig = rig
@@ -115,7 +118,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.detector_pending = False  # a detector is being loaded: Start waits for it
         self.detector = detector
         self.out_dir = Path(out_dir) if out_dir is not None else Path(cfg.paths.recordings)
-        self.prepare_sample = prepare_sample
         self.layout_rois = {r.index: r for r in roi_layout(cfg)}
         self.sample: SampleState | None = None  # what the window shows (live or replay)
         self.live_sample: SampleState | None = None  # the sample of the station's last scan
@@ -204,7 +206,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.status.set("detector", "loading…")
             self.devices.submit(detector_factory, on_done=self._on_detector_loaded)
         elif detector is not None:
-            self.status.set("detector", getattr(detector, "name", type(detector).__name__))
+            self.status.set("detector", detector.name)
         self._update_controls()
 
     # -- layout -------------------------------------------------------------------------------
@@ -335,11 +337,9 @@ class MainWindow(QtWidgets.QMainWindow):
                                if resume else "")
         self.controls.set_progress(0, len(self.layout_rois), "starting…")
         self.stack.follow.setChecked(True)
-        if self.prepare_sample is not None:
-            self.devices.submit(self.prepare_sample, self.rig, sid,
-                                on_done=lambda _r, exc: self._launch(run, exc))
-        else:
-            self._launch(run, None)
+        # the sample under the camera: loaded by the operator, or the next virtual one
+        self.devices.submit(self.rig.samples.load_sample, sid,
+                            on_done=lambda _r, exc: self._launch(run, exc))
         self._update_controls()
 
     def _launch(self, run: InspectionRun, exc: BaseException | None) -> None:
@@ -722,7 +722,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._update_controls()
 
     # -- devices ------------------------------------------------------------------------------
-    def _on_rig_built(self, rig: Any, exc: BaseException | None) -> None:
+    def _on_rig_built(self, rig: Rig, exc: BaseException | None) -> None:
         if exc is not None:
             self.rig_error = str(exc)
             self.status.set("rig", "not available")
@@ -747,7 +747,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 self._report_error(exc)
         self.statusBar().showMessage(f"calibration saved: {path}", 15000)
 
-    def _on_detector_loaded(self, det: Any, exc: BaseException | None) -> None:
+    def _on_detector_loaded(self, det: Detector, exc: BaseException | None) -> None:
         self.detector_pending = False
         self._update_controls()
         if exc is not None:
@@ -755,7 +755,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._report_error(exc)
         else:
             self.detector = det
-            self.status.set("detector", str(getattr(det, "name", type(det).__name__)))
+            self.status.set("detector", det.name)
 
     def _rig_call(self, fn: Callable[..., Any], *args: Any,
                   done: Callable[[Any], None] | None = None) -> None:
@@ -792,17 +792,15 @@ class MainWindow(QtWidgets.QMainWindow):
     def _snapshot(self) -> None:
         state = self.manual.light.currentData()
 
-        def show(frame: Any) -> None:
-            image = getattr(frame, "image", frame)
-            k = getattr(frame, "state", None)
-            k = int(state if k is None else k) if (k is not None or state is not None) else 0
+        def show(frame: Frame) -> None:
+            image, k = frame.image, frame.state
             shape = (int(image.shape[0]), int(image.shape[1]))
             self.stack.follow.setChecked(False)
             self.displayed = -1
             self.map.set_current(None)
             self.stack.begin_roi(-1, shape, f"snapshot · state {k} · "
                                             f"{time.strftime('%H:%M:%S')}")
-            self.preview.submit_frame(-1, k, getattr(frame, "frame_id", 0), image)
+            self.preview.submit_frame(-1, k, frame.frame_id, image)
 
         self._rig_call(devices.snapshot, self.cfg, state, done=show)
 
@@ -838,10 +836,7 @@ class MainWindow(QtWidgets.QMainWindow):
         rig = self.rig
         if rig is not None and self._owns_rig:
             try:  # lights off, stage stopped, ports closed (emulators stopped on the sim bench)
-                if hasattr(rig, "close"):
-                    rig.close()
-                elif hasattr(rig, "__exit__"):
-                    rig.__exit__(None, None, None)
+                rig.close()
             except Exception as exc:  # closing must not stop the window from closing
                 log.warning("closing the rig: %s", exc)
         self.preview.stop()

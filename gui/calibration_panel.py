@@ -177,7 +177,7 @@ class CalibrationPanel(QWidget):
             parent = latest_calibration(directory, cfg.station.name)
             rig = self.rig
             if rig is None:
-                from rig.bench import build_rig
+                from rig.rig import build_rig
 
                 rig = own_rig = build_rig(cfg)
                 if parent is not None and tuple(parent.sensor_shape) == (
@@ -188,7 +188,7 @@ class CalibrationPanel(QWidget):
                 options = replace(options, dark_frames=frames, flat_frames=frames)
             session = CalibrationSession(
                 rig, cfg, options, progress=lambda *a: self._bridge.progress.emit(*a),
-                prompt=self._ask if self.ask_operator and getattr(rig, "sim", None) is None
+                prompt=self._ask if self.ask_operator and not rig.simulated
                 else None, cancel=self._cancel)
             steps = order_steps([step])
             cal = session.run(steps, parent)

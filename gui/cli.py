@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
 import sys
 from pathlib import Path
@@ -33,19 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def simulated(cfg: Any) -> Any:
-    """The same station file with every device switched to the simulated bench."""
-    return cfg.simulated()
-
-
 def rig_factory(cfg: Any):
-    """Built on the device thread: opening ports and homing take seconds."""
+    """Built on the device thread: opening ports and homing take seconds. The rig uses the
+    station's calibration exactly as `scan` does (station.py)."""
     def build() -> Any:
-        from rig.bench import build_rig
+        from station import open_rig, station_calibration
 
-        rig = build_rig(cfg)
-        enter = getattr(rig, "__enter__", None)
-        return enter() if enter is not None else rig
+        return open_rig(cfg, station_calibration(cfg))
 
     return build
 
@@ -57,9 +50,9 @@ def detector_factory(cfg: Any, model: str | None = None):
     def load() -> Any:
         import numpy as np
 
-        from inference.detector import Detector
+        from station import build_detector, station_calibration
 
-        det = Detector.from_settings(cfg.detector, model_path=model)
+        det = build_detector(cfg, station_calibration(cfg), model)
         probe = np.full((cfg.scan.states, 256, 256), cfg.camera.black_level_dn, np.uint16)
         probe[min(1, cfg.scan.states - 1), 120:123, 20:236] += 1500  # a scratch-like line
         probe[:, 40:52, 40:52] += 2500  # and a dust-like blob: every code path runs once
@@ -70,20 +63,6 @@ def detector_factory(cfg: Any, model: str | None = None):
         return det
 
     return load
-
-
-def sample_preparer(cfg: Any):
-    """On the simulated bench each inspection gets the next virtual sample of the seed series."""
-    if not cfg.is_simulated:
-        return None
-    counter = itertools.count()
-
-    def prepare(rig: Any, sample_id: str) -> None:
-        load = getattr(rig, "load_virtual_sample", None)
-        if load is not None:
-            load(cfg.sim.seed + next(counter))
-
-    return prepare
 
 
 def apply_dark_theme(app: Any) -> None:
@@ -109,17 +88,15 @@ def apply_dark_theme(app: Any) -> None:
 def build_window(args: argparse.Namespace) -> Any:
     """Create the window for parsed arguments (needs a QApplication)."""
     from gui.app import MainWindow
-    from rig.config import load_config
+    from station import load_station_config
 
-    cfg = load_config(args.config)
-    if args.sim:
-        cfg = simulated(cfg)
+    cfg = load_station_config(args.config, sim=args.sim)
     if args.replay is not None and args.config is None and not args.sim:
         win = MainWindow(cfg, out_dir=args.out)  # viewer only: no devices
     else:
         win = MainWindow(cfg, rig_factory=rig_factory(cfg),
                          detector_factory=None if args.no_detector else detector_factory(cfg, args.model),
-                         out_dir=args.out, prepare_sample=sample_preparer(cfg))
+                         out_dir=args.out)
     if args.replay is not None:
         win.open_recording(args.replay)
     return win

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+from errors import EXIT_ERROR, EXIT_OK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,4 +49,4 @@ def cmd_model_info(args: argparse.Namespace) -> int:
         print(f"  metrics: {json.dumps(card.metrics)}")
         if card.notes:
             print(f"  notes: {card.notes}")
-    return EXIT_PASS
+    return EXIT_OK

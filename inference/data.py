@@ -3,7 +3,7 @@
 Two sources give the same kind of batch:
 
 - `SimPatchSource`: a streaming generator that renders fresh simulated patches on the fly with
-  `rig.sim` (virtual samples from `make_sample`, rendered by `DarkFieldRenderer` as a
+  `world` (virtual samples from `make_sample`, rendered by `DarkFieldRenderer` as a
   patch-sized window of a full-size sensor at the chosen origin), so training is never limited
   by disk. Every sample
   seed comes from the training series and is checked against the held-out series: training and
@@ -106,7 +106,7 @@ class SimSourceConfig:
 
     series_seed: int = 1
     """Training series: patch j of batch b comes from sample seed
-    `rig.sim.simulate.sample_seed(series_seed, b * batch_size + j)`."""
+    `world.simulate.sample_seed(series_seed, b * batch_size + j)`."""
     exclude_series: tuple[tuple[int, int], ...] = ((1000, 1000),)
     """Held-out series (seed, n samples) written by `simulate --seed S --samples n`: any
     training seed equal to one of their sample seeds is skipped."""
@@ -127,7 +127,7 @@ class SimSourceConfig:
     vary_rig: bool = True
     """Draw the ring-light balance / hot-pixel map (OpticsConfig.rig_seed) per patch in 0..63."""
     mix: dict[str, Any] = field(default_factory=dict)
-    """Overrides of rig.sim.sample.DefectMix fields (default: the simulator's defaults)."""
+    """Overrides of world.sample.DefectMix fields (default: the simulator's defaults)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -213,7 +213,7 @@ def _even(v: float) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Streaming simulated patches (rig.sim)
+# Streaming simulated patches (world)
 # --------------------------------------------------------------------------------------------
 
 class SimPatchSource:
@@ -221,8 +221,8 @@ class SimPatchSource:
 
     def __init__(self, sim: SimSourceConfig = SimSourceConfig(),
                  patch: PatchConfig = PatchConfig()):
-        from rig.sim.sample import DefectMix
-        from rig.sim.simulate import sample_seed
+        from world.sample import DefectMix
+        from world.simulate import sample_seed
 
         self.sim, self.patch = sim, patch
         base = replace(DefectMix(), **sim.mix) if sim.mix else DefectMix()
@@ -252,7 +252,7 @@ class SimPatchSource:
 
     # -- one patch -----------------------------------------------------------------------
     def _renderer(self, sample: Any, rng: np.random.Generator) -> Any:
-        from rig.sim.optics import DarkFieldRenderer, OpticsConfig
+        from world.optics import DarkFieldRenderer, OpticsConfig
 
         optics = OpticsConfig(rig_seed=int(rng.integers(0, 64)) if self.sim.vary_rig else 0)
         p = self.patch.patch_px
@@ -271,7 +271,7 @@ class SimPatchSource:
     def scratch_patch(self, rng: np.random.Generator, seed: int
                       ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """A patch centred near a point of a scratch (where it is not broken)."""
-        from rig.sim.sample import make_sample
+        from world.sample import make_sample
 
         sample = make_sample(seed, self._mix_scratch)
         scratches = sample.of_kind("scratch")
@@ -320,7 +320,7 @@ class SimPatchSource:
     def clean_patch(self, rng: np.random.Generator, seed: int
                     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """A scratch-free patch with content, centred on a contaminant, edge or anywhere."""
-        from rig.sim.sample import make_sample
+        from world.sample import make_sample
 
         sample = make_sample(seed, self._mix_clean)
         ren = self._renderer(sample, rng)
@@ -360,7 +360,7 @@ class SimPatchSource:
         return make_batch(raws, masks, rng, self.patch)
 
     def describe(self) -> dict[str, Any]:
-        return {"source": "rig.sim streaming (make_sample + DarkFieldRenderer, patch-sized "
+        return {"source": "world streaming (make_sample + DarkFieldRenderer, patch-sized "
                           "window of a field_sensor-sized sensor at the patch origin)",
                 **self.sim.to_dict()}
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from errors import ModelError
 from inference.model import NestedUNet, UNetConfig
 from inference.postprocess import Detection, PostprocessParams, postprocess
 from inference.preprocess import RawScaling
@@ -36,7 +37,7 @@ DEFAULT_TYPER = DEFAULT_MODEL.with_name("typer.safetensors")  # defect typer, is
 DEFAULT_PIXEL_SIZE_MM = 0.0114
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(ModelError):
     """A model file pair that cannot be used; the message names the file and what to do."""
 
 

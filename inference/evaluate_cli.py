@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_ERROR = 0, 2
+from errors import EXIT_ERROR, EXIT_OK
 
 
 def register_evaluate(subparsers: argparse._SubParsersAction) -> None:

@@ -1,6 +1,6 @@
 """Tiny synthetic dark-field patches for unit tests and smoke training.
 
-Not the station simulator (that is `rig.sim`, which renders full RoIs with the whole optics
+Not the station simulator (that is `world`, which renders full RoIs with the whole optics
 model); this renders small patches with just enough physics for the detector to have something
 to learn: a *scratch* scatters light only when lit roughly perpendicular to it (intensity under
 a facet pair at azimuth phi is A * [g(phi - psi - 90) + g(phi + 180 - psi - 90)], g triangular),

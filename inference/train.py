@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from errors import StationError
 from inference.data import (
     Batch,
     PatchConfig,
@@ -54,7 +55,7 @@ CHECKPOINT_META = "checkpoint.json"
 LOSSES = ("ae", "bce")
 
 
-class TrainError(RuntimeError):
+class TrainError(StationError):
     """A configuration or checkpoint that cannot be used; the message says what to do."""
 
 
@@ -496,7 +497,7 @@ def export_model(model: NestedUNet, cfg: TrainConfig, history: dict[str, Any], s
     name = cfg.name or f"nestedunet-w{c.width:g}-{'nested' if c.nested else 'unnested'}-{cfg.loss}"
     path, _ = save_model(model, cfg.out_path, name=name, postprocess=PostprocessParams(),
                          training_data=training, metrics=metrics,
-                         notes="Trained on simulated data only (rig.sim)." if cfg.data == "sim"
+                         notes="Trained on simulated data only (world)." if cfg.data == "sim"
                          else "")
     return path
 

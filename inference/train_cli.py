@@ -11,7 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+from errors import EXIT_ERROR, EXIT_OK
 
 
 def _bool(text: str) -> bool:

@@ -64,7 +64,9 @@ def describe(rec: Recording) -> dict:
             kinds: dict[str, int] = {}
             for d in roi.defects():
                 kinds[d["kind"]] = kinds.get(d["kind"], 0) + 1
-            entry["truth"] = {"scratch_pixels": int(roi.scratch_mask().sum()), "defects": kinds}
+            mask = roi.scratch_mask()
+            entry["truth"] = {"scratch_pixels": 0 if mask is None else int(mask.sum()),
+                              "defects": kinds}
         rois.append(entry)
     out = {"file": str(rec.path), "attributes": {k: str(v) for k, v in attrs.items()},
            "rois": rois, "missing_rois": [i for i in range(rec.n_rois) if i not in rec.roi_ids()]}

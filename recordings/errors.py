@@ -1,2 +1,5 @@
-class RecordingError(Exception):
-    """A recording that cannot be read or written as asked; the message names file and fix."""
+"""Re-exported from the station's one error hierarchy (errors.py)."""
+
+from errors import RecordingError
+
+__all__ = ["RecordingError"]

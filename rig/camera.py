@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from errors import DeviceError, DeviceTimeout
+
 if TYPE_CHECKING:
     from rig.config import CameraSettings
 
@@ -57,7 +59,7 @@ BACKENDS: dict[str, str] = {
 
 
 # -- errors --------------------------------------------------------------------------------------
-class CameraError(Exception):
+class CameraError(DeviceError):
     """Any camera failure; the message names the camera and says what to check."""
 
 
@@ -75,7 +77,7 @@ class FeatureNotSupported(CameraError):
         super().__init__(f"{msg}: {detail}" if detail else msg)
 
 
-class FrameTimeout(CameraError):
+class FrameTimeout(CameraError, DeviceTimeout):
     """No frame arrived within the per-frame timeout (late, never triggered, or stalled)."""
 
 
@@ -113,7 +115,8 @@ class Frame:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.image.shape  # type: ignore[return-value]
+        h, w = self.image.shape
+        return int(h), int(w)
 
 
 @dataclass(frozen=True)
@@ -519,7 +522,7 @@ def open_camera(settings: CameraSettings, *, index: int | None = None,
     cls = camera_class(settings.backend)
     serial = settings.serial or ""
     options = dict(backend_options)
-    if settings.backend == "genicam" and getattr(settings, "cti", "") and "cti" not in options:
+    if settings.backend == "genicam" and settings.cti and "cti" not in options:
         options["cti"] = settings.cti
     cam = cls(serial=serial, index=None if serial else index, **options)
     cam.open()

@@ -14,11 +14,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from errors import ConfigError
+
 BUNDLED_PROFILES = ("sim",)
-
-
-class ConfigError(Exception):
-    """A station file that cannot be used; the message says what to change."""
 
 
 class _Section(BaseModel):
@@ -102,7 +100,15 @@ class ScanSettings(_Section):
     rows: int = Field(5, ge=1, le=50)
     min_overlap_px: int = Field(256, ge=0)
     pixel_size_mm: Positive = 0.0114
-    states: int = Field(6, ge=1, le=6)
+    states: int = Field(6, description="illumination states per RoI; only 6 is supported")
+
+    @model_validator(mode="after")
+    def _all_six_states(self) -> ScanSettings:
+        if self.states != 6:  # the recording format, the detector and the signature need all 6
+            raise ValueError(f"states = {self.states}: every RoI is captured in all 6 "
+                             "illumination states (recordings and the detector need them); "
+                             "remove the key or set it to 6")
+        return self
 
 
 class DetectorSettings(_Section):
@@ -137,7 +143,6 @@ class DetectorSettings(_Section):
 
 class PathSettings(_Section):
     recordings: Path = Path("out/recordings")
-    logs: Path = Path("logs")
     calibrations: Path = Path("calibrations")
 
 
@@ -184,7 +189,7 @@ class StationConfig(_Section):
         return self.model_dump(mode="json")
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Any) -> str:  # pydantic ErrorDetails
     key = ".".join(str(p) for p in error["loc"]) or "(file)"
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key (check the spelling against the bundled sim profile)"

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAILED = 0, 1
+from errors import EXIT_FAIL, EXIT_OK
 
 
 @dataclass
@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
             sec = probe(cfg)
             sections.append(sec)
             if not sec.ok:
-                status = EXIT_FAILED
+                status = EXIT_FAIL
     if args.json:
         print(json.dumps([asdict(s) for s in sections], indent=2, default=str))
     else:

@@ -9,6 +9,7 @@ even in both axes so every RoI sees the GRBG Bayer phase of the sample pixel fra
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -71,7 +72,9 @@ def sample_size_px(sample_w_mm: float, sample_h_mm: float,
 
 # -- the RoI grid ------------------------------------------------------------------------------
 def _even(v: float, how: str = "round") -> int:
-    f = {"round": round, "ceil": math.ceil, "floor": math.floor}[how]
+    rounding: dict[str, Callable[[float], int]] = {"round": round, "ceil": math.ceil,
+                                                   "floor": math.floor}
+    f = rounding[how]
     return int(2 * f(v / 2))
 
 

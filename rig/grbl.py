@@ -74,7 +74,6 @@ class GrblSettings:
     move_timeout_margin_s: float = 1.0
     poll_interval_s: float = 0.1          # '?' rate: GRBL asks for <= 5..10 Hz
     position_tolerance_mm: float = 0.01
-    settle_s: float = 0.0                # pause after each completed move (vibration)
     hold_timeout_s: float = 300.0        # longest feed hold a wait tolerates
     work_offset_mm: tuple[float, float] | None = None   # G54 to set after homing (None: keep)
     check_firmware_settings: bool = True
@@ -660,8 +659,8 @@ class GrblStage(Stage):
             log.warning("GRBL on %s: %d acknowledgement(s) lost; the stage is idle at the "
                         "target, stream re-synchronised", self.port, len(lost))
             return self._finish_wait((wpos[0], wpos[1]))
-        if not at and waited and (self._streamer.pending == 0
-                                  or now - since >= self.settings.command_timeout_s):
+        if not at and waited and since is not None and (
+                self._streamer.pending == 0 or now - since >= self.settings.command_timeout_s):
             self._queue.clear()
             self._target = None
             raise StageMotionError(
@@ -674,9 +673,7 @@ class GrblStage(Stage):
         for m in self._queue:
             self._results.pop(m.ticket, None)
         self._queue.clear()
-        if self.settings.settle_s > 0:
-            time.sleep(self.settings.settle_s)
-        return pos
+        return pos  # settling is the scan plan's (rig.scan): slept once, where frames need it
 
     def _raise_ticket_errors(self) -> None:
         for m in list(self._queue):

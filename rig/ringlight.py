@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from errors import ConnectionLost, DeviceError, DeviceTimeout, ProtocolError
 from rig import ringlight_protocol as rp
 from rig.ringlight_protocol import Command, ErrorCode, Mode
 from rig.serial_link import LinkErrors, SerialLink
@@ -32,13 +33,13 @@ from rig.serial_link import LinkErrors, SerialLink
 log = logging.getLogger(__name__)
 
 
-class RingLightError(Exception):
+class RingLightError(DeviceError):
     def __init__(self, message: str, *, port: str | None = None) -> None:
         super().__init__(message)
         self.port = port
 
 
-class RingLightConnectionError(RingLightError):
+class RingLightConnectionError(RingLightError, ConnectionLost):
     """Port missing, cable pulled, or not a ring light at the other end."""
 
 
@@ -46,11 +47,11 @@ class RingLightResetError(RingLightConnectionError):
     """The controller restarted; settings were re-applied but an armed sequence was lost."""
 
 
-class RingLightTimeoutError(RingLightError):
+class RingLightTimeoutError(RingLightError, DeviceTimeout):
     """No (usable) reply within the command timeout, even after a re-sync and retry."""
 
 
-class RingLightProtocolError(RingLightError):
+class RingLightProtocolError(RingLightError, ProtocolError):
     """Replies that make no sense: garbled twice, wrong protocol version, step mismatch."""
 
 

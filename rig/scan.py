@@ -20,7 +20,7 @@ from rig.config import StationConfig
 from rig.layout import RoiGeometry, roi_layout
 
 if TYPE_CHECKING:
-    from rig.bench import Rig
+    from rig.interfaces import Rig
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ class ScanPlan:
     settle_s: float = 0.05
     pixel_size_mm: float = 0.0114
     frame_timeout_s: float = 2.0
-    move_timeout_s: float | None = None  # None: derived from distance, speed and acceleration
 
     @property
     def azimuths_deg(self) -> tuple[float, ...]:
@@ -206,8 +205,8 @@ class ScanRunner:
     def _capture_roi(self, roi: RoiGeometry) -> None:
         plan = self.plan
         t0 = time.monotonic()
-        self.rig.move_to(roi.stage_xy_mm, timeout_s=plan.move_timeout_s)
-        time.sleep(plan.settle_s)
+        self.rig.move_to(roi.stage_xy_mm)  # its timeout follows from distance, speed, acceleration
+        time.sleep(plan.settle_s)  # the only settle: the stage driver does not add one
         t1 = time.monotonic()
         self._safe_point()
 

@@ -25,9 +25,9 @@ WRITE_TIMEOUT_S = 1.0
 class LinkErrors:
     """The owner's exception types, each constructed as ``cls(message, port=port)``."""
 
-    connection: type[Exception]  # cannot open, or lost
-    state: type[Exception]  # not open
-    timeout: type[Exception]  # a write that the device does not take
+    connection: Callable[..., Exception]  # cannot open, or lost (called with message, port=)
+    state: Callable[..., Exception]  # not open
+    timeout: Callable[..., Exception]  # a write that the device does not take
 
 
 class SerialLink:

@@ -14,11 +14,13 @@ import math
 from dataclasses import dataclass
 from types import TracebackType
 
+from errors import ConnectionLost, DeviceAlarm, DeviceError, DeviceTimeout, ProtocolError
+
 
 # --------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------
-class StageError(Exception):
+class StageError(DeviceError):
     """Base of every stage failure. ``port`` names the device when known."""
 
     def __init__(self, message: str, *, port: str | None = None) -> None:
@@ -26,15 +28,15 @@ class StageError(Exception):
         self.port = port
 
 
-class StageConnectionError(StageError):
+class StageConnectionError(StageError, ConnectionLost):
     """The controller cannot be reached: port missing, wrong device, cable pulled, reset."""
 
 
-class StageProtocolError(StageError):
+class StageProtocolError(StageError, ProtocolError):
     """The controller answered, but not in a way this driver understands (wrong firmware...)."""
 
 
-class StageTimeoutError(StageError):
+class StageTimeoutError(StageError, DeviceTimeout):
     """No reply, or the move did not finish, within the time it should have taken."""
 
 
@@ -55,7 +57,7 @@ class StageCommandError(StageError):
         self.command = command
 
 
-class StageAlarmError(StageError):
+class StageAlarmError(StageError, DeviceAlarm):
     """The controller is (or went) into an alarm state; motion is locked.
 
     ``recovered`` is True when the driver already brought the controller back to a usable

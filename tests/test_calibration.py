@@ -33,8 +33,8 @@ from calibration.store import (
     save_calibration,
 )
 from calibration.summary import format_summary, summarize
-from rig.sim.optics import DarkFieldRenderer, OpticsConfig
-from rig.sim.targets import diffuser_plate, plate_centre_mm
+from world.optics import DarkFieldRenderer, OpticsConfig
+from world.targets import diffuser_plate, plate_centre_mm
 
 SENSOR = 256
 PIX = 0.0114
@@ -176,8 +176,8 @@ def test_calibrated_layout_puts_rois_where_the_grid_says():
     """With the registration of an imperfect bench, the RoI stage positions make the simulated
     camera's frames start exactly at the planned origins (in measured pixels)."""
     from rig.cameras.sim import SimCamera
-    from rig.sim.imperfections import BenchImperfections
     from tests.conftest import fast_sim_config
+    from world.imperfections import BenchImperfections
 
     cfg = fast_sim_config(size=512)
     imp = BenchImperfections(0.3, 0.004)
@@ -328,8 +328,8 @@ def test_imperfect_sim_camera_truth_lines_up_with_its_frames():
     from rig.camera import AcquisitionSettings
     from rig.cameras.sim import SimCamera
     from rig.sim.bench_state import BenchState
-    from rig.sim.imperfections import BenchImperfections
-    from rig.sim.sample import DefectMix, make_sample
+    from world.imperfections import BenchImperfections
+    from world.sample import DefectMix, make_sample
 
     size = 256
     region = (30.0, 60.0, 30.0 + size * PIX, 60.0 + size * PIX)

@@ -18,12 +18,12 @@ from calibration import cli as calibration_cli
 from calibration.apply import StackCorrector
 from calibration.flat import nonuniformity
 from calibration.procedures import CalibrationOptions, CalibrationSession
-from rig.bench import build_rig
-from rig.sim.imperfections import BenchImperfections
-from rig.sim.optics import DarkFieldRenderer
-from rig.sim.targets import diffuser_plate
+from rig.rig import build_rig
 from tests.conftest import fast_sim_config
 from tests.test_calibration import strong_optics
+from world.imperfections import BenchImperfections
+from world.optics import DarkFieldRenderer
+from world.targets import diffuser_plate
 
 SENSOR = 256
 TRUE = BenchImperfections(stage_rotation_deg=-0.42, pixel_size_error=-0.003)
@@ -36,8 +36,8 @@ def calibrated():
     cfg = fast_sim_config(size=SENSOR)
     optics = strong_optics(SENSOR)
     with build_rig(cfg) as rig:
-        rig.load_virtual_sample(3)
-        sample = rig.sim.sample
+        rig.samples.load_virtual_sample(3)
+        sample = rig.samples.sample
         rig.camera.set_imperfections(TRUE)
         rig.camera.set_optics(optics)
         settings = rig.camera.settings
@@ -46,11 +46,10 @@ def calibrated():
                                  progress=lambda s, d, t, m: reports.append((s, d, t))).run(
             ["all"])
         after = {"levels": rig.light.levels(), "settings": rig.camera.settings,
-                 "sample": rig.sim.sample, "camera_sample": rig.camera.sample}
+                 "sample": rig.samples.sample, "camera_sample": rig.camera.sample}
         # independent check of the flat: fresh frames of the diffuser with the balanced LEDs
         apply_to_rig(rig, cal)
-        rig.sim.sample = diffuser_plate()
-        rig.camera.set_sample(rig.sim.sample)
+        rig.samples.place_target("diffuser", (0.0, 0.0), cfg.scan.pixel_size_mm, 0)
         rig.move_to((cfg.stage.sample_origin_mm[0] + 75.0, cfg.stage.sample_origin_mm[1] + 75.0))
         frames = rig.acquire_stack(range(6), cfg.camera.exposure_us, "hardware", 5.0)
         fresh = np.stack([f.image for f in frames])
@@ -119,7 +118,7 @@ def test_scan_records_the_calibration_id(calibrated, tmp_path):
     cal = calibrated["cal"]
     save_calibration(cal, tmp_path / "cal")
     with build_rig(cfg) as rig:
-        rig.load_virtual_sample(1)
+        rig.samples.load_virtual_sample(1)
         apply_to_rig(rig, load_calibration(tmp_path / "cal" / f"{cal.calibration_id}.h5"))
         assert rig.light.levels() == cal.leds.levels
         result = InspectionRun(cfg, rig, None, tmp_path, "CAL-1").run()

@@ -16,7 +16,7 @@ if qt_binding_problem():
     pytest.skip(qt_binding_problem(), allow_module_level=True)
 
 from calibration import list_calibrations  # noqa: E402
-from rig.bench import build_rig  # noqa: E402
+from rig.rig import build_rig  # noqa: E402
 from tests.conftest import fast_sim_config  # noqa: E402
 
 SENSOR = 256
@@ -26,7 +26,7 @@ SENSOR = 256
 def rig():
     cfg = fast_sim_config(size=SENSOR)
     with build_rig(cfg) as r:
-        r.load_virtual_sample(2)
+        r.samples.load_virtual_sample(2)
         yield cfg, r
 
 

@@ -252,8 +252,8 @@ def test_state_of_facets():
 def test_renders_the_optics_model_for_each_lit_state(bench):
     """Default renderer: the optics model of the glass on the stage, at the stage position, for
     the state the ring light lit at each trigger (bit-exact against rendering it directly)."""
-    optics = pytest.importorskip("rig.sim.optics")
-    from rig.sim.sample import make_sample
+    optics = pytest.importorskip("world.optics")
+    from world.sample import make_sample
 
     sample = make_sample(5)
     w, h = 384, 256

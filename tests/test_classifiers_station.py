@@ -52,7 +52,7 @@ def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_simulated_crops_carry_truth_kinds(small_set) -> None:
     from inference.classifiers.station import station_mix
-    from rig.sim.sample import make_sample
+    from world.sample import make_sample
 
     assert small_set.crops.shape[1:] == (6, 64, 64) and small_set.crops.dtype == np.float32
     assert len(small_set.labels) == len(small_set.crops) == len(small_set.meta) > 10

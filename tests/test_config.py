@@ -23,6 +23,8 @@ def test_bundled_sim_profile_is_the_default() -> None:
     ("[stage]\nx_limits_mm = [10, 0]\n", "x_limits_mm: lower limit 10.0 must be below"),
     ("[light]\nfacet_levels = [1, 2]\n", "facet_levels must be 12 integers"),
     ("[camera]\nwidth = 3505\n", "camera.width = 3505: Input should be a multiple of 2"),
+    ("[scan]\nstates = 4\n", "states = 4: every RoI is captured in all 6 illumination states"),
+    ("[paths]\nlogs = 'x'\n", "paths.logs: unknown key"),
 ])
 def test_bad_values_name_key_value_and_rule(tmp_path: Path, toml: str, expected: str) -> None:
     path = tmp_path / "station.toml"

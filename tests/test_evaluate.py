@@ -174,7 +174,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    from rig.sim.simulate import simulate_recordings
+    from world.simulate import simulate_recordings
 
     d = tmp_path_factory.mktemp("data")
     simulate_recordings(d, 2, seed=4242, sensor=(128, 128), progress=False)

@@ -58,13 +58,13 @@ def make_detector(cfg):
 @pytest.fixture
 def station(tmp_path):
     """A real simulated rig (GRBL + ring-light emulators on ptys, rendered camera)."""
-    from rig.bench import build_rig
+    from rig.rig import build_rig
 
     def build(**sim):
         cfg = small_config(tmp_path, **sim)
         rig = build_rig(cfg)
         rigs.append(rig)
-        rig.load_virtual_sample(cfg.sim.seed)
+        rig.samples.load_virtual_sample(cfg.sim.seed)
         return cfg, rig
 
     rigs: list = []
@@ -75,10 +75,7 @@ def station(tmp_path):
 
 def open_window(qtbot, own, cfg, rig=None, detector=None, **kw):
     from gui.app import MainWindow
-    from gui.cli import sample_preparer
-
-    win = MainWindow(cfg, rig=rig, detector=detector, out_dir=cfg.paths.recordings,
-                     prepare_sample=sample_preparer(cfg) if rig is not None else None, **kw)
+    win = MainWindow(cfg, rig=rig, detector=detector, out_dir=cfg.paths.recordings, **kw)
     own(win)
     win.show()
     qtbot.waitExposed(win)
@@ -333,10 +330,10 @@ def test_replay_complete_and_incomplete_recordings(qtbot, own_window, tmp_path):
 
 
 def test_signature_on_a_simulated_recording(qtbot, own_window, tmp_path):
-    """Real dark-field optics (rig.sim): a truth scratch pixel reads directional, dust isotropic."""
+    """Real dark-field optics (world): a truth scratch pixel reads directional, dust isotropic."""
     from gui.app import MainWindow
-    from rig.sim.sample import DefectMix
-    from rig.sim.simulate import simulate_recordings
+    from world.sample import DefectMix
+    from world.simulate import simulate_recordings
 
     d = load_config().to_json_dict()
     d["sample"].update(width_mm=11.0, length_mm=28.0, corner_radius_mm=2.0)  # 512 px RoIs cover it
@@ -446,5 +443,7 @@ def test_cli_registers_gui_command():
     cli.register(sub)
     args = parser.parse_args(["gui", "--sim", "--replay", "x.h5", "--config", "sim"])
     assert args.func is cli.run and args.sim and args.replay == Path("x.h5")
-    cfg = cli.simulated(load_config())
+    from station import load_station_config
+
+    cfg = load_station_config(args.config, sim=args.sim)
     assert cfg.camera.backend == "sim" and cfg.stage.port == "sim"

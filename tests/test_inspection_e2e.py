@@ -9,7 +9,7 @@ import pytest
 import recordings as R
 from inference.detector import Detector
 from inspection import InspectionRun
-from rig.bench import build_rig
+from rig.rig import build_rig
 from tests.conftest import fast_sim_config
 
 
@@ -26,7 +26,7 @@ def test_simulated_inspection_verdict_matches_truth(tmp_path: Path, detector: De
                                                     seed: int, expected: str) -> None:
     cfg = fast_sim_config(size=1024)
     with build_rig(cfg) as rig:
-        rig.load_virtual_sample(seed)
+        rig.samples.load_virtual_sample(seed)
         result = InspectionRun(cfg, rig, detector, tmp_path, f"E2E-{seed}").run()
     with R.open_recording(result.recording) as rec:
         truth_scratched = any(roi.scratch_mask().any() for roi in rec.rois())

@@ -9,8 +9,8 @@ import numpy as np
 
 import recordings as R
 from inspection import QUEUE_DEPTH, InspectionRun, RoiRecorded
-from rig.bench import build_rig
 from rig.layout import roi_layout
+from rig.rig import build_rig
 from rig.scan import FrameCaptured, RoiCaptured, RoiStarted, ScanFinished, ScanPlan, ScanRunner
 from tests.conftest import fast_sim_config
 
@@ -43,12 +43,12 @@ def test_roi_layout_covers_the_sample_with_overlap() -> None:
 def test_runner_events_and_hardware_triggered_stacks(sim_config) -> None:
     events = []
     with build_rig(sim_config) as rig:
-        rig.load_virtual_sample(5)
+        rig.samples.load_virtual_sample(5)
         plan = ScanPlan.from_config(sim_config, "S1", only_rois=[0, 1])
         runner = ScanRunner(rig, plan)
         runner.subscribe(events.append)
         finished = runner.run()
-        lights = rig.sim.state.snapshot().facet_levels
+        lights = rig.samples.state.snapshot().facet_levels
     assert finished.captured == (0, 1) and not finished.aborted and not finished.failed
     kinds = [type(e).__name__ for e in events]
     assert kinds[0] == "RoiStarted" and kinds[-1] == "ScanFinished"
@@ -63,7 +63,7 @@ def test_runner_events_and_hardware_triggered_stacks(sim_config) -> None:
 def test_abort_mid_scan_leaves_incomplete_recording_and_safe_rig(tmp_path: Path) -> None:
     cfg = fast_sim_config()
     with build_rig(cfg) as rig:
-        rig.load_virtual_sample(1)
+        rig.samples.load_virtual_sample(1)
         run = InspectionRun(cfg, rig, None, tmp_path, "ABORT-1")
 
         def on_event(event) -> None:
@@ -72,7 +72,7 @@ def test_abort_mid_scan_leaves_incomplete_recording_and_safe_rig(tmp_path: Path)
 
         run.subscribe(on_event)
         result = run.run()
-        assert max(rig.sim.state.snapshot().facet_levels) == 0
+        assert max(rig.samples.state.snapshot().facet_levels) == 0
     assert result.verdict == "ABORTED"
     report = R.verify_recording(result.recording)
     assert report.ok and report.status == "incomplete" and report.rois_ok == [0, 1, 2]
@@ -81,7 +81,7 @@ def test_abort_mid_scan_leaves_incomplete_recording_and_safe_rig(tmp_path: Path)
 def test_device_fault_mid_scan_then_resume_completes(tmp_path: Path) -> None:
     cfg = fast_sim_config()
     with build_rig(cfg) as rig:
-        rig.load_virtual_sample(2)
+        rig.samples.load_virtual_sample(2)
         run = InspectionRun(cfg, rig, None, tmp_path, "FAULT-1")
 
         def on_event(event) -> None:  # the camera stops answering during RoI 4
@@ -95,7 +95,7 @@ def test_device_fault_mid_scan_then_resume_completes(tmp_path: Path) -> None:
     assert report.ok and report.status == "incomplete" and report.rois_ok == [0, 1, 2, 3]
 
     with build_rig(cfg) as rig:  # a fresh rig, as after re-plugging the camera
-        rig.load_virtual_sample(2)
+        rig.samples.load_virtual_sample(2)
         resumed = InspectionRun(cfg, rig, None, tmp_path, "", resume=result.recording).run()
     assert resumed.verdict == "NOT-INSPECTED" and resumed.sample_id == "FAULT-1"
     report = R.verify_recording(result.recording)
@@ -121,7 +121,7 @@ def test_slow_recorder_applies_back_pressure(tmp_path: Path) -> None:
                 gate.wait(0.3)  # a slow disk
 
     with build_rig(cfg) as rig:
-        rig.load_virtual_sample(3)
+        rig.samples.load_virtual_sample(3)
         run = InspectionRun(cfg, rig, None, tmp_path, "SLOW-1")
         run.subscribe(on_event)
         result = run.run()
@@ -132,7 +132,7 @@ def test_slow_recorder_applies_back_pressure(tmp_path: Path) -> None:
 def test_pause_and_resume(sim_config, tmp_path: Path) -> None:
     events = []
     with build_rig(sim_config) as rig:
-        rig.load_virtual_sample(4)
+        rig.samples.load_virtual_sample(4)
         plan = ScanPlan.from_config(sim_config, "P", only_rois=[0, 1, 2])
         runner = ScanRunner(rig, plan)
 

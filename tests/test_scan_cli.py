@@ -69,7 +69,7 @@ def test_infer_on_a_scanned_recording_gives_the_same_results(tmp_path: Path) -> 
     station = tmp_path / "station.toml"  # [detector] settings that differ from the model card
     station.write_text(SMALL_STATION.replace("[sim]", "[sim]\nscratch_fraction = 1.0") +
                        "[sample]\nwidth_mm = 11.0\nlength_mm = 28.0\ncorner_radius_mm = 2.0\n"
-                       "[detector]\nt_high = 0.9\ndbscan_min_samples = 40\n")  # card: 0.7, 16
+                       "[detector]\nt_high = 0.9\ndbscan_min_samples = 40\n")  # not the card's
     proc = subprocess.run(
         [sys.executable, "main.py", "--log-dir", str(tmp_path / "logs"), "scan", "--config",
          str(station), "--sim", "--out", str(tmp_path / "out"), "--sample-id", "SAME",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rig.sim.optics import DarkFieldRenderer, OpticsConfig, render_frame, state_levels
-from rig.sim.sample import Dust, Sample, Scratch, make_sample
+from world.optics import DarkFieldRenderer, OpticsConfig, render_frame, state_levels
+from world.sample import Dust, Sample, Scratch, make_sample
 
 PIX = 0.0114
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from rig.sim.sample import (
+from world.sample import (
     DefectMix,
     Sample,
     Scratch,
@@ -15,7 +15,7 @@ from rig.sim.sample import (
     make_sample,
     signed_inside_mm,
 )
-from rig.sim.simulate import sample_seed
+from world.simulate import sample_seed
 
 
 def test_same_seed_same_sample():

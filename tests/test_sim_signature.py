@@ -12,9 +12,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from rig.sim.optics import DarkFieldRenderer
-from rig.sim.sample import DefectMix, make_sample
-from rig.sim.signature import measure_signatures, perpendicular_error_deg
+from world.optics import DarkFieldRenderer
+from world.sample import DefectMix, make_sample
+from world.signature import measure_signatures, perpendicular_error_deg
 
 PIX = 0.0114
 CROP = 320  # small RoIs centred on each defect keep this fast

@@ -7,8 +7,8 @@ import argparse
 import numpy as np
 
 from recordings import Recording, verify_recording
-from rig.sim import cli
-from rig.sim.simulate import parse_sensor, simulate_recordings
+from world import cli
+from world.simulate import parse_sensor, simulate_recordings
 
 
 def _content(path):

@@ -110,7 +110,7 @@ def test_batches_are_deterministic_and_independent_of_workers(sim_source) -> Non
 
 
 def test_training_seeds_never_hit_the_held_out_series() -> None:
-    from rig.sim.simulate import sample_seed
+    from world.simulate import sample_seed
 
     # exclude the training series itself: every seed must be replaced by one outside it
     src = SimPatchSource(SimSourceConfig(series_seed=9, exclude_series=((9, 8), (1000, 50))),
@@ -153,8 +153,8 @@ def test_augmentation_keeps_mask_registered_with_raw() -> None:
 # -- recordings with truth ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sim_recordings(tmp_path_factory) -> list[Path]:
-    from rig.sim.sample import DefectMix
-    from rig.sim.simulate import simulate_recordings
+    from world.sample import DefectMix
+    from world.simulate import simulate_recordings
 
     out = tmp_path_factory.mktemp("recs")
     return simulate_recordings(out, 2, seed=77, sensor=(256, 256),

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6 import QtCore, QtWidgets
 
     from gui.app import MainWindow
-    from gui.cli import apply_dark_theme, detector_factory, rig_factory, sample_preparer
+    from gui.cli import apply_dark_theme, detector_factory, rig_factory
     from rig.config import load_config, parse_config
 
     w, h = (int(v) for v in args.sensor.lower().split("x"))
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_dark_theme(app)
     win = MainWindow(cfg, rig_factory=rig_factory(cfg),
                      detector_factory=None if args.no_detector else detector_factory(cfg),
-                     out_dir=rec_dir, prepare_sample=sample_preparer(cfg))
+                     out_dir=rec_dir)
     win.move(0, 0)
     win.resize(*SIZE)
     win.show()

@@ -2,7 +2,7 @@
 
 Three parts:
 
-- **Simulated crop data** (`simulated_crops`): random virtual samples from ``rig.sim`` (the only
+- **Simulated crop data** (`simulated_crops`): random virtual samples from ``world`` (the only
   use of rig here, training data only; imported lazily), each RoI rendered as a 6-state RAW
   stack, and one crop per ground-truth defect the RoI sees (`RoiTruth.defects[*]`, box
   ``geometry.roi_box_px``), labelled with the defect's ``kind``. Crops are cut by
@@ -57,8 +57,8 @@ DEFAULT_TYPER = Path(__file__).resolve().parent.parent / "weights" / "typer.safe
 
 
 def station_mix() -> Any:
-    """`rig.sim.sample.DefectMix` for typer data: every sample scratched, balanced kinds."""
-    from rig.sim.sample import DefectMix
+    """`world.sample.DefectMix` for typer data: every sample scratched, balanced kinds."""
+    from world.sample import DefectMix
 
     return DefectMix(scratch_fraction=1.0, extra_scratches_mean=4.0, dust_mean=10.0,
                      stain_mean=8.0, fibre_mean=6.0)
@@ -112,8 +112,8 @@ def simulated_crops(n_samples: int, seed: int = TRAIN_SEED, *, jitter_px: int = 
     A defect seen by several RoIs (overlap, long scratches) gives one crop per RoI, as the
     detector would report it once per RoI before merging.
     """
-    from rig.sim.optics import DarkFieldRenderer
-    from rig.sim.sample import DEFAULT_LENGTH_MM, DEFAULT_WIDTH_MM, make_sample
+    from world.optics import DarkFieldRenderer
+    from world.sample import DEFAULT_LENGTH_MM, DEFAULT_WIDTH_MM, make_sample
 
     mix = mix or station_mix()
     w, h = sensor
@@ -204,7 +204,7 @@ def train_typer(n_samples: int = DEFAULT_TRAIN_SAMPLES, seed: int = TRAIN_SEED,
             f"{data.counts()}")
     cfg = {"epochs": DEFAULT_EPOCHS, "seed": 0, **overrides}
     clf = make_classifier(method, **cfg)
-    clf.fit(data.crops, data.labels, data="rig.sim station crops", sample_seeds=[
+    clf.fit(data.crops, data.labels, data="world station crops", sample_seeds=[
         int(seed), int(seed) + int(n_samples) - 1], class_counts=data.counts(),
         window=DEFAULT_WINDOW_PX, transform="log1p", jitter_px=jitter_px,
         sensor=list(SIM_SENSOR), data_seconds=round(t_data, 2))

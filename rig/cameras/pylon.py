@@ -245,8 +245,7 @@ class PylonCamera(Camera):
         if s.gain_db is not None:
             if self._node("Gain", "GainAbs") is not None:
                 self._set(("Gain", "GainAbs"), float(s.gain_db), "gain in dB")
-            elif s.gain_db == 0 and self._node("GainRaw") is not None:
-                raw = self._node("GainRaw")
+            elif s.gain_db == 0 and (raw := self._node("GainRaw")) is not None:
                 raw.SetValue(raw.GetMin())
             else:
                 raise FeatureNotSupported("gain in dB", self._who(), "only raw gain units")
@@ -254,7 +253,7 @@ class PylonCamera(Camera):
         selector = self._node("TriggerSelector")
         symbolics = list(selector.GetSymbolics()) if selector is not None else []
         for other in ("AcquisitionStart", "FrameBurstStart"):  # must not gate FrameStart
-            if other in symbolics:
+            if selector is not None and other in symbolics:
                 selector.FromString(other)
                 self._set("TriggerMode", "Off", f"{other} trigger off")
         self._set("TriggerSelector", "FrameStart", "frame start trigger")

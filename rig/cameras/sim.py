@@ -13,7 +13,7 @@ must not be able to tell the difference. So
   exactly like a flaky cable would, so the base class's gap detection is exercised for real.
 
 The renderer is pluggable (`FrameRenderer`); by default it is the optics model of
-``rig.sim.optics`` for the bench's virtual sample.
+``world.optics`` for the bench's virtual sample.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class RenderRequest:
     exposure_us: float
     gain_db: float
     pixel_size_mm: float
-    sample: Any = None  # the virtual glass on the stage (rig.sim.sample.Sample), if any
+    sample: Any = None  # the virtual glass on the stage (world.sample.Sample), if any
     subpixel_px: tuple[float, float] = (0.0, 0.0)  # true origin - origin_px (bench imperfections)
 
     @property
@@ -77,7 +77,7 @@ class RenderRequest:
 
 
 class FrameRenderer(Protocol):
-    def __call__(self, request: RenderRequest) -> np.ndarray:
+    def __call__(self, request: RenderRequest, /) -> np.ndarray:
         """uint16 (H, W) 12-bit GRBG RAW frame for the request."""
         ...
 
@@ -117,7 +117,7 @@ def origin_px_for_stage(stage_xy_mm: tuple[float, float], shape: tuple[int, int]
 
 
 def optics_renderer(config: Any = None) -> FrameRenderer | None:
-    """A renderer backed by the dark-field optics model (rig.sim.optics) that renders
+    """A renderer backed by the dark-field optics model (world.optics) that renders
     ``request.sample`` (a clean glass when None); None if the model cannot load.
 
     The exact ring-light state k at full PWM renders through the model's state path, so a frame
@@ -126,8 +126,8 @@ def optics_renderer(config: Any = None) -> FrameRenderer | None:
     optics model has no gain stage of its own).
     """
     try:
-        from rig.sim import optics
-        from rig.sim.sample import Sample
+        from world import optics
+        from world.sample import Sample
     except ImportError as exc:
         log.warning("optics model unavailable (%s)", exc)
         return None
@@ -170,7 +170,7 @@ class _ShiftedSamples:
         for k, original, moved in self._cache:
             if k == key and original is sample:
                 return moved
-        from rig.sim.imperfections import translate_sample
+        from world.imperfections import translate_sample
 
         # the frame's pixel (r, c) must see the true origin + (r, c): move the glass the other way
         moved = translate_sample(sample, -subpixel_px[1] * pixel_size_mm,
@@ -250,7 +250,7 @@ def imperfections_from_config(cfg: Any) -> Any:
     keys = ("stage_rotation_deg", "pixel_size_error")
     if sim is None or not any(hasattr(sim, k) for k in keys):
         return None
-    from rig.sim.imperfections import BenchImperfections
+    from world.imperfections import BenchImperfections
 
     default = BenchImperfections()
     return BenchImperfections(
@@ -272,7 +272,7 @@ class SimCamera(Camera):
     the loader swaps it; a ``sample`` attribute on the bench is used when this is None).
     ``renderer``: what turns a `RenderRequest` into a frame (default: the optics model, or dark
     frames when it cannot load). ``realtime=False`` skips the exposure/readout wait.
-    ``imperfections``: the bench's true geometry (`rig.sim.imperfections.BenchImperfections`:
+    ``imperfections``: the bench's true geometry (`world.imperfections.BenchImperfections`:
     stage rotation, true pixel pitch); None renders an ideal bench at `origin_px_for_stage`.
     """
 
@@ -290,7 +290,7 @@ class SimCamera(Camera):
         self.sample = sample
         self.renderer = renderer
         self.realtime = realtime
-        self.sample_origin_mm = tuple(sample_origin_mm)
+        self.sample_origin_mm = (float(sample_origin_mm[0]), float(sample_origin_mm[1]))
         self.pixel_size_mm = pixel_size_mm
         self.black_level_dn = black_level_dn
         self.seed = seed
@@ -434,7 +434,7 @@ class SimCamera(Camera):
         self.sample = sample
 
     def set_optics(self, config: Any) -> None:
-        """Render with another optics model (`rig.sim.optics.OpticsConfig`: shading, facet
+        """Render with another optics model (`world.optics.OpticsConfig`: shading, facet
         balance, hot pixels...) from the next exposure on; keeps a custom renderer."""
         self.optics_config = config
         if self.renderer is None or getattr(self.renderer, "is_optics_renderer", False):
@@ -452,7 +452,7 @@ class SimCamera(Camera):
         if imp is None:
             return (origin_px_for_stage(stage_xy_mm, shape, self.sample_origin_mm,
                                         self.pixel_size_mm), self.pixel_size_mm, (0.0, 0.0))
-        from rig.sim.imperfections import split_origin
+        from world.imperfections import split_origin
 
         exact = imp.frame_origin(stage_xy_mm, shape, self.sample_origin_mm, self.pixel_size_mm)
         origin, frac = split_origin(exact)
@@ -463,7 +463,7 @@ class SimCamera(Camera):
         """Ground truth (recordings.RoiTruth) of the frame this camera takes at a stage position,
         in that frame's pixels: with bench imperfections the frame is not where the nominal RoI
         layout says, so truth must come from here to line up with the image."""
-        from rig.sim import optics
+        from world import optics
 
         s = self._settings
         shape = shape or (int(s.height or 0), int(s.width or 0))
@@ -515,8 +515,9 @@ class SimCamera(Camera):
                 if image.shape != shape or image.dtype != np.uint16:
                     raise CameraError(f"renderer returned {image.dtype} {image.shape}, "
                                       f"expected uint16 {shape}")
-                meta = {"stage_xy_mm": request.stage_xy_mm, "facet_levels": request.facet_levels,
-                        "origin_px": request.origin_px}
+                meta: dict[str, Any] = {"stage_xy_mm": request.stage_xy_mm,
+                                        "facet_levels": request.facet_levels,
+                                        "origin_px": request.origin_px}
                 if self.imperfections is not None:  # where the frame truly is (sim only)
                     meta["true_pixel_size_mm"] = pixel_size
                     meta["subpixel_px"] = frac

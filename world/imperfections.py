@@ -12,7 +12,7 @@ them, so `calibration` has something real to measure:
   working-distance tolerance), so a stage move of d mm shifts the image by d / true pitch px.
 
 The per-facet brightness differences of the ring light already live in
-`rig.sim.optics.OpticsConfig.facet_balance_sd`.
+`world.optics.OpticsConfig.facet_balance_sd`.
 
 Why only the stage mapping carries the rotation: the renderer draws axis-aligned frames in the
 sample pixel frame (that is what makes it fast), so a rotated *image* cannot be rendered; a
@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from rig.sim.sample import BlobDefect, CurveDefect, Defect, Sample
+from world.sample import BlobDefect, CurveDefect, Defect, Sample
 
 DEFAULT_STAGE_ROTATION_DEG = 0.3
 """Stage travel vs sensor axes: a typical mounting error of a camera bracket (fraction of a deg)."""

@@ -6,7 +6,7 @@ the recording's truth table (and back, `defect_from_dict`).
 
 Photometry lives here too, but only as *what the defect is* (peak level in DN of a lit facet
 pair at nominal exposure, angular response per facet); how the camera sees it (illumination
-field, vignetting, colour filters, noise) is `rig.sim.optics`.
+field, vignetting, colour filters, noise) is `world.optics`.
 
 Angular model (DESIGN.md section 4, seed paper 004 section 3 / Fig. 3): a scratch point with
 tangent azimuth psi lit by a facet at azimuth phi scatters A * g(phi - psi - 90 deg). g is a sum

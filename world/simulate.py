@@ -17,8 +17,8 @@ from recordings import RecordingError, RecordingWriter
 from rig.config import StationConfig, parse_config
 from rig.geometry import grid_overlap_px
 from rig.layout import roi_layout
-from rig.sim.optics import N_STATES, DarkFieldRenderer, OpticsConfig
-from rig.sim.sample import DefectMix, Sample, make_sample
+from world.optics import N_STATES, DarkFieldRenderer, OpticsConfig
+from world.sample import DefectMix, Sample, make_sample
 
 FRAME_PERIOD_S = 0.08  # exposure 20 ms + readout 60 ms (rig.config camera defaults)
 MOVE_S = 1.0  # simulated stage move + settle between RoIs

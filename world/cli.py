@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _sensor(text: str) -> tuple[int, int]:
-    from rig.sim.simulate import parse_sensor
+    from world.simulate import parse_sensor
 
     try:
         return parse_sensor(text)
@@ -60,9 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from rig.config import load_config
-    from rig.sim.optics import OpticsConfig
-    from rig.sim.sample import DefectMix
-    from rig.sim.simulate import simulate_recordings
+    from world.optics import OpticsConfig
+    from world.sample import DefectMix
+    from world.simulate import simulate_recordings
 
     station = load_config(args.config)
     fraction = station.sim.scratch_fraction if args.scratch_fraction is None \

@@ -48,7 +48,7 @@ import scipy.sparse as sp
 
 from recordings import RoiTruth
 from rig.geometry import DEFAULT_PIXEL_SIZE_MM
-from rig.sim.sample import (
+from world.sample import (
     FACET_AZIMUTHS_DEG,
     N_FACETS,
     BlobDefect,

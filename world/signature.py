@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.ndimage as ndi
 
-from rig.sim.optics import N_STATES, DarkFieldRenderer
+from world.optics import N_STATES, DarkFieldRenderer
 
 
 @dataclass

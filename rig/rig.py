@@ -1,10 +1,11 @@
 """The rig: stage, ring light and camera composed behind the few calls a scan needs.
 
 `build_rig(cfg)` builds it from a station config. For the simulated bench (`port = "sim"`,
-`camera.backend = "sim"`) it first starts the GRBL and ring-light emulators on pseudo-terminals
-and the rendered camera on one shared bench state; the drivers then open the emulators' device
-paths exactly as they would open USB serial adapters. That is the only difference between the
-bench and the factory.
+`camera.backend = "sim"`) it first starts `rig.sim.bench.SimulatedBench` (the GRBL and
+ring-light emulators on pseudo-terminals, the rendered camera's bench state); the drivers then
+open the emulators' device paths exactly as they would open USB serial adapters. That, and the
+`SampleHolder` that puts virtual samples under the camera, is the only difference between the
+simulated bench and the factory. `Rig` implements `rig.interfaces.Rig`.
 """
 
 from __future__ import annotations
@@ -12,50 +13,67 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from recordings import RoiTruth
 from rig.camera import Camera, DroppedFrame, Frame, open_camera
 from rig.config import StationConfig
 from rig.grbl import GrblSettings, GrblStage
+from rig.interfaces import ManualLoading, RingLight, SampleHolder
 from rig.layout import RoiGeometry, roi_layout
-from rig.ringlight import RingLight, RingLightSettings
+from rig.ringlight import RingLight as SerialRingLight
+from rig.ringlight import RingLightSettings
 from rig.stage import Stage
+
+if TYPE_CHECKING:
+    from rig.sim.bench import SimulatedBench
 
 log = logging.getLogger(__name__)
 
 SIM_PORT = "sim"
-FAST_TIME_SCALE = 0.02  # sim.realtime = false: emulated motion and light timing at 50x speed
-
-
-@dataclass
-class SimBench:
-    """The simulated bench's parts the rig needs beyond its drivers."""
-
-    state: Any  # rig.sim.bench_state.BenchState
-    emulators: list[Any] = field(default_factory=list)  # PtyDevice instances
-    renderer_config: Any = None
-    sample: Any = None  # rig.sim.sample.Sample on the stage
-
-    def stop(self) -> None:
-        for emulator in self.emulators:
-            emulator.stop()
 
 
 class Rig:
-    """Stage + ring light + camera. Use as a context manager; `close()` makes everything safe."""
+    """Stage + ring light + camera. Use as a context manager; `close()` makes everything safe.
+
+    `samples` is what lies under the camera (`ManualLoading` on a real station); `on_close` are
+    called last by `close()` (the simulated bench stops its emulators there).
+    """
 
     def __init__(self, cfg: StationConfig, stage: Stage, light: RingLight, camera: Camera,
-                 sim: SimBench | None = None, acquire_retries: int = 1):
+                 samples: SampleHolder | None = None, acquire_retries: int = 1,
+                 on_close: Sequence[Callable[[], None]] = ()):
         self.cfg = cfg
         self.stage = stage
         self.light = light
         self.camera = camera
-        self.sim = sim
+        self.samples: SampleHolder = samples if samples is not None else ManualLoading()
         self.acquire_retries = acquire_retries
-        self.calibration_id = ""  # set by calibration.apply_to_rig
-        self.layout: tuple[RoiGeometry, ...] = roi_layout(cfg)  # calibrated by apply_to_rig
+        self._on_close = list(on_close)
+        self._calibration_id = ""
+        self._layout: tuple[RoiGeometry, ...] = roi_layout(cfg)
+
+    @property
+    def layout(self) -> tuple[RoiGeometry, ...]:
+        """The RoIs in sensor pixels: nominal, or measured by the calibration in use."""
+        return self._layout
+
+    @property
+    def calibration_id(self) -> str:
+        """The calibration in use ("" for none); every recording made with this rig names it."""
+        return self._calibration_id
+
+    @property
+    def simulated(self) -> bool:
+        return not isinstance(self.samples, ManualLoading)
+
+    def use_calibration(self, calibration_id: str, layout: tuple[RoiGeometry, ...] | None = None,
+                        led_levels: Sequence[int] | None = None) -> None:
+        """Use a calibration: its LED levels (if any), its measured RoI layout (if any)."""
+        if led_levels is not None:
+            self.light.set_levels(list(led_levels))
+        if layout is not None:
+            self._layout = tuple(layout)
+        self._calibration_id = calibration_id
 
     def __enter__(self) -> Rig:
         return self
@@ -69,8 +87,11 @@ class Rig:
                 step()
             except Exception as exc:  # closing must reach every device
                 log.warning("closing the rig: %s", exc)
-        if self.sim is not None:
-            self.sim.stop()
+        for step in self._on_close:
+            try:
+                step()
+            except Exception as exc:
+                log.warning("closing the rig: %s", exc)
 
     # -- what the scan runner calls ------------------------------------------------------------
     def move_to(self, xy_mm: tuple[float, float], timeout_s: float | None = None) -> None:
@@ -127,83 +148,43 @@ class Rig:
             except Exception as exc:
                 log.warning("make_safe: %s failed: %s", what, exc)
 
-    # -- simulated bench only ----------------------------------------------------------------
-    def load_virtual_sample(self, seed: int) -> Any:
-        """Put a new virtual glass (drawn from `seed`) on the simulated stage."""
-        if self.sim is None:
-            raise RuntimeError("load_virtual_sample() needs the simulated bench")
-        from rig.sim.sample import DefectMix, make_sample
-
-        s = self.cfg.sample
-        sample = make_sample(seed, DefectMix(scratch_fraction=self.cfg.sim.scratch_fraction),
-                             width_mm=s.width_mm, length_mm=s.length_mm,
-                             corner_radius_mm=s.corner_radius_mm)
-        self.sim.sample = sample
-        self.camera.set_sample(sample)
-        return sample
-
-    def truth(self, roi: RoiGeometry) -> RoiTruth | None:
-        """Ground truth of an RoI on the simulated bench; None on a real station."""
-        if self.sim is None or self.sim.sample is None:
-            return None
-        from rig.sim.optics import roi_truth
-
-        return roi_truth(self.sim.sample, roi.origin_px, (roi.size_px[1], roi.size_px[0]),
-                         roi.pixel_size_mm, self.sim.renderer_config)
-
 
 def build_rig(cfg: StationConfig) -> Rig:
-    """Open every device of the station (starting emulators for `sim` ports and camera)."""
-    sim: SimBench | None = None
+    """Open every device of the station (starting the simulated bench for `sim` ports and
+    camera)."""
+    bench: SimulatedBench | None = None
     stage_port, light_port = cfg.stage.port, cfg.light.port
     if SIM_PORT in (stage_port, light_port) or cfg.camera.backend == "sim":
-        sim = _start_sim_bench(cfg)
-        stage_port = sim.emulators[0].port if stage_port == SIM_PORT else stage_port
-        light_port = sim.emulators[1].port if light_port == SIM_PORT else light_port
+        from rig.sim.bench import SimulatedBench
+
+        bench = SimulatedBench.start(cfg)
+        stage_port = bench.stage_port if stage_port == SIM_PORT else stage_port
+        light_port = bench.light_port if light_port == SIM_PORT else light_port
     opened: list[Any] = []
     try:
-        fast = {"poll_interval_s": 0.02} if sim and not cfg.sim.realtime else {}
+        fast = {"poll_interval_s": 0.02} if bench and not cfg.sim.realtime else {}
         stage = GrblStage(GrblSettings.from_config(cfg.stage, port=stage_port, **fast))
         stage.open()
         opened.append(stage)
         hold_us = int(cfg.camera.exposure_us) + 2000  # LEDs stay lit through the exposure
-        light = RingLight(RingLightSettings.from_config(cfg.light, port=light_port,
-                                                        hold_us=hold_us))
+        light = SerialRingLight(RingLightSettings.from_config(cfg.light, port=light_port,
+                                                              hold_us=hold_us))
         light.open()
         opened.append(light)
         options = {}
         if cfg.camera.backend == "sim":
             from rig.cameras.sim import sim_options
 
-            options = sim_options(cfg, bench=sim.state if sim else None)
+            options = sim_options(cfg, bench=bench.state if bench else None)
         camera = open_camera(cfg.camera, **options)
     except BaseException:
         for device in reversed(opened):
             with contextlib.suppress(Exception):
                 device.close()
-        if sim is not None:
-            sim.stop()
+        if bench is not None:
+            bench.stop()
         raise
-    return Rig(cfg, stage, light, camera, sim)
-
-
-def _start_sim_bench(cfg: StationConfig) -> SimBench:
-    from rig.sim.bench_state import BenchState
-    from rig.sim.grbl_emulator import GrblEmulator, GrblEmulatorConfig
-    from rig.sim.ringlight_emulator import RingLightEmulator
-
-    scale = 1.0 if cfg.sim.realtime else FAST_TIME_SCALE
-    state = BenchState()
-    st = cfg.stage
-    grbl = GrblEmulator(GrblEmulatorConfig.for_work_limits(
-        st.x_limits_mm, st.y_limits_mm, max_speed_mm_s=st.max_speed_mm_s,
-        acceleration_mm_s2=st.acceleration_mm_s2, time_scale=scale), bench=state)
-    light = RingLightEmulator(state, time_scale=scale)
-    bench = SimBench(state, [grbl, light])
-    try:
-        grbl.start()
-        light.start()
-    except BaseException:
-        bench.stop()
-        raise
-    return bench
+    if bench is None:
+        return Rig(cfg, stage, light, camera)
+    bench.attach_camera(camera)
+    return Rig(cfg, stage, light, camera, samples=bench, on_close=[bench.stop])

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from rig.geometry import DEFAULT_PIXEL_SIZE_MM
-from rig.sim.sample import N_FACETS, Dust, Sample
+from world.sample import N_FACETS, Dust, Sample
 
 DIFFUSER_LEVEL_DN = 900.0
 """Diffuser brightness per lit facet pair at nominal exposure (green ~1800 DN at the centre)."""
