@@ -16,19 +16,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from inference.interfaces import Detector
+from inference.interfaces import Detector, RoiResult
 from recordings import DetectedObject, RecordingWriter
 from rig.config import StationConfig
 from rig.interfaces import Rig
 from rig.layout import RoiGeometry
 from rig.scan import RoiCaptured, ScanEvent, ScanFinished, ScanPlan, ScanRunner
-
-if TYPE_CHECKING:
-    from inference.detector import RoiDetection
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +147,7 @@ class InspectionRun:
         self._runner = runner = ScanRunner(self.rig, plan)
         if self._abort_requested.is_set():
             runner.abort()
-        detections: dict[int, RoiDetection] = {}
+        detections: dict[int, RoiResult] = {}
         timings = {"move": 0.0, "acquire": 0.0, "write": 0.0, "detect": 0.0}
         consumer_error: list[BaseException] = []
         work: queue.Queue[RoiCaptured | None] = queue.Queue(maxsize=QUEUE_DEPTH)
@@ -228,7 +225,7 @@ class InspectionRun:
         self._emit(RoiRecorded(ev.roi, self.path, dt))
 
     def _detect(self, detector: Detector, roi: RoiGeometry, stack: np.ndarray,
-                timings: dict[str, float]) -> RoiDetection:
+                timings: dict[str, float]) -> RoiResult:
         t0 = time.monotonic()
         det = detector.detect_roi(stack, roi.index, roi.origin_px, roi.pixel_size_mm)
         dt = time.monotonic() - t0

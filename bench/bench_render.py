@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rig.geometry import DEFAULT_PIXEL_SIZE_MM, roi_grid  # noqa: E402
-from world.optics import DarkFieldRenderer, OpticsConfig  # noqa: E402
-from world.sample import make_sample  # noqa: E402
-from world.simulate import parse_sensor  # noqa: E402
+from rig.geometry import DEFAULT_PIXEL_SIZE_MM, roi_grid
+from world.optics import DarkFieldRenderer, OpticsConfig
+from world.sample import make_sample
+from world.simulate import parse_sensor
 
 
 def main() -> int:

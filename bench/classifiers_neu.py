@@ -21,18 +21,15 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from inference.classifiers import make_classifier  # noqa: E402
-from inference.classifiers.data import DEFAULT_NEU, load_neu, split_per_class  # noqa: E402
-from inference.classifiers.metrics import classification_report  # noqa: E402
+from inference.classifiers import make_classifier
+from inference.classifiers.data import DEFAULT_NEU, load_neu, split_per_class
+from inference.classifiers.metrics import classification_report
 
 PAPER_TABLE3 = {10: (93.89, 98.39), 20: (97.72, 98.83), 50: (99.06, 99.72)}  # (ResNet-50, 002)
 PAPER_TABLE4 = {1: 82.16, 3: 84.53, 5: 86.29}

@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from world.optics import DarkFieldRenderer  # noqa: E402
-from world.sample import (  # noqa: E402
+from world.optics import DarkFieldRenderer
+from world.sample import (
     BlobDefect,
     CurveDefect,
     Defect,
@@ -37,7 +34,7 @@ from world.sample import (  # noqa: E402
     Sample,
     make_sample,
 )
-from world.signature import measure_signatures  # noqa: E402
+from world.signature import measure_signatures
 
 PIX = 0.0114
 CROP = 192

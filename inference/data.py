@@ -1,4 +1,4 @@
-"""Training patches for the detector (seed paper 004, sections 5.4 and 5.6; DESIGN.md section 6).
+"""Training patches for the detector (seed paper 004, sections 5.4 and 5.6).
 
 Two sources give the same kind of batch:
 

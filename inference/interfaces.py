@@ -11,8 +11,16 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:
-    from inference.detector import RoiDetection
-    from recordings import DetectionResults
+    from recordings import DetectedObject, DetectionResults
+
+
+class RoiResult(Protocol):
+    """What the detector found in one RoI (`inference.detector.RoiDetection`)."""
+
+    roi: int
+    probability: np.ndarray  # scratch probability at map resolution
+
+    def detected_objects(self) -> tuple[list[DetectedObject], list[DetectedObject]]: ...
 
 
 @runtime_checkable
@@ -27,6 +35,6 @@ class Detector(Protocol):
     def sha256(self) -> str | None: ...
     def detect_roi(self, stack: np.ndarray, roi: int = -1, origin_px: tuple[int, int] = (0, 0),
                    pixel_size_mm: float = ..., black_level: float | None = None
-                   ) -> RoiDetection: ...
-    def sample_results(self, rois: Iterable[RoiDetection],
+                   ) -> RoiResult: ...
+    def sample_results(self, rois: Iterable[RoiResult],
                        timings_s: Mapping[str, float] | None = None) -> DetectionResults: ...

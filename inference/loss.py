@@ -1,4 +1,4 @@
-"""Losses (seed paper 004, section 5.4; DESIGN.md section 6).
+"""Losses (seed paper 004, section 5.4).
 
 "Auto-encoder L2": the network reconstructs the target T = +1 on scratch pixels and
 T = -max_i I_i elsewhere (per-pixel maximum over the 6 states of the normalised RAW). Every
@@ -9,7 +9,7 @@ scratches apart. False positives (y > T) are weighted by alpha = 0.7, false nega
     L = alpha * mean(max(0, y - T)^2) + (1 - alpha) * mean(max(0, T - y)^2),
 
 summed over the 3 output scales. (The seed text prints the two cases of T the other way round;
-the prose and DESIGN.md give this reading.)
+the paper's prose gives this reading.)
 
 Binary cross-entropy on sigmoid outputs is the paper's model 3 alternative.
 """

@@ -1,4 +1,4 @@
-"""Space-to-depth nested-weight U-Net (seed paper 004, sections 5.1-5.3; DESIGN.md section 6).
+"""Space-to-depth nested-weight U-Net (seed paper 004, sections 5.1-5.3).
 
 Encoder: 6 levels of 2, 2, 3, 3, 4, 5 3x3 convolutions with 96, 128, 196, 256, 512, 768
 features, ELU, 2x2 max-pool between levels, and a ResNet shortcut per level with its own 1x1

@@ -1,4 +1,4 @@
-"""Scratch map -> objects (seed paper 004, section 5.5; DESIGN.md section 6).
+"""Scratch map -> objects (seed paper 004, section 5.5).
 
 Paper procedure: p = max(y, 0); threshold at T_low = 0.25; cluster the kept pixels with DBSCAN
 at 1/8 of the original resolution (eps = 25, min_samples = 16); discard a cluster unless its

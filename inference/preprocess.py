@@ -1,4 +1,4 @@
-"""Input pipeline of the detector (seed paper 004, section 5.3 and 5.6; DESIGN.md section 6).
+"""Input pipeline of the detector (seed paper 004, section 5.3 and 5.6).
 
 RAW stacks (6, H, W) uint16, 12-bit Bayer GRBG -> black level removed, scaled to [0, 1] ->
 space-to-depth with q = 2 (`pixel_unshuffle`) -> 24 channels at H/2 x W/2. Ground truth is

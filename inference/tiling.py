@@ -1,4 +1,4 @@
-"""Tiled full-RoI inference (DESIGN.md section 6, "Full RoI").
+"""Tiled full-RoI inference (docs/training.md, "Full RoI").
 
 The network is trained on 1024 x 1024 RAW patches, so a 3504 x 3120 RoI is cut into tiles of
 that size overlapping by at least 256 px, run in batches, and stitched.

@@ -1,4 +1,4 @@
-"""Training of the scratch detector (seed paper 004, sections 5.4-5.6; DESIGN.md section 6).
+"""Training of the scratch detector (seed paper 004, sections 5.4-5.6).
 
 Config-driven (`TrainConfig`, from a TOML file and/or command-line options): model variant
 (width, nested or not), loss (the auto-encoder L2 of the paper's model 4, or binary

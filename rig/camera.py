@@ -41,7 +41,7 @@ TriggerSource = Literal["hardware", "software", "off"]
 """``hardware``: a pulse on the trigger line (Line1, from the ring light) starts each exposure;
 ``software``: `Camera.trigger` starts it; ``off``: free running (live view only)."""
 
-# Paper / design defaults (DESIGN.md section 3); each is a setting.
+# Paper / station defaults (README, station file); each is a setting.
 DEFAULT_PIXEL_FORMAT = "BayerGR12"
 DEFAULT_WIDTH = 3504
 DEFAULT_HEIGHT = 3120

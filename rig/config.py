@@ -1,6 +1,6 @@
 """Station configuration: one TOML file per station, validated on load.
 
-Every number in DESIGN.md is a default here and a setting in the file. Validation errors are
+Every number of the station (README, docs/) is a default here and a setting in the file. Validation errors are
 turned into one message per problem naming the key, the bad value and what is allowed, so an
 operator can fix the file without reading a traceback.
 """

@@ -74,7 +74,7 @@ def draw_layout(cfg: StationConfig, png: str | Path) -> None:
     ax.add_patch(FancyBboxPatch((0, 0), s.width_mm, s.length_mm,
                                 boxstyle=f"round,pad=0,rounding_size={s.corner_radius_mm}",
                                 fc="#dde8f0", ec="k", lw=1.5, label="glass"))
-    colours = [plt.get_cmap("tab10")(i) for i in range(10)]
+    colours = [plt.get_cmap("tab10")(i)[:3] for i in range(10)]  # RGB
     for r in rois:
         x0, y0 = r.to_sample_mm(0, 0)
         w, h = r.size_px[1] * r.pixel_size_mm, r.size_px[0] * r.pixel_size_mm

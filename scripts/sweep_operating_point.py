@@ -12,17 +12,14 @@ rates and object recall over a T_high grid. The chosen values go into the model 
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from inference.detector import DEFAULT_MODEL, Detector, file_sha256  # noqa: E402
-from inference.evaluate import find_recordings, metrics_at, record_roi  # noqa: E402
-from inference.postprocess import find_scratches, scratch_probability  # noqa: E402
+from inference.detector import DEFAULT_MODEL, Detector, file_sha256
+from inference.evaluate import find_recordings, metrics_at, record_roi
+from inference.postprocess import find_scratches, scratch_probability
 
 
 def roi_maps(det: Detector, paths: list[Path], cache: Path):

@@ -1,6 +1,6 @@
 """Dark-field optics: what the camera records for one RoI and one set of lit facets.
 
-DESIGN.md section 4. Per RoI and illumination (a 12-facet level vector; state k = facets k and
+docs/simulated-optics.md. Per RoI and illumination (a 12-facet level vector; state k = facets k and
 k + 6 at level 1), in 12-bit DN:
 
     signal = exposure * vignetting * CFA * (haze * illumination + edge glare + stray

@@ -8,7 +8,7 @@ Photometry lives here too, but only as *what the defect is* (peak level in DN of
 pair at nominal exposure, angular response per facet); how the camera sees it (illumination
 field, vignetting, colour filters, noise) is `world.optics`.
 
-Angular model (DESIGN.md section 4, seed paper 004 section 3 / Fig. 3): a scratch point with
+Angular model (docs/simulated-optics.md; seed paper 004 section 3 / Fig. 3): a scratch point with
 tangent azimuth psi lit by a facet at azimuth phi scatters A * g(phi - psi - 90 deg). g is a sum
 of Gaussian lobes (FWHM 15-40 deg) plus a small isotropic floor: "triangular" scratches have one
 lobe on each side (0 and 180 deg, so the pair perpendicular to the scratch lights it), "rugged"
@@ -46,7 +46,7 @@ class DefectMix:
     in mm on the defects. Counts are Poisson means per whole sample (150 x 72 mm, 10 RoIs).
     """
 
-    scratch_fraction: float = 0.30  # P(sample has >= 1 scratch), DESIGN.md section 1 default
+    scratch_fraction: float = 0.30  # P(sample has >= 1 scratch): the simulated line's default
     extra_scratches_mean: float = 0.8  # scratched samples get 1 + Poisson(this) scratches
     dust_mean: float = 40.0
     stain_mean: float = 6.0

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 OUT = Path(__file__).resolve().parent
 SIZE = (1600, 1000)
 

@@ -1,4 +1,4 @@
-"""Second-stage defect-type classifiers for crops around detected objects (DESIGN.md s. 7).
+"""Second-stage defect-type classifiers for crops around detected objects (docs/classifiers.md).
 
 Four methods from the seed papers plus a plain cross-entropy baseline, all behind
 :class:`CropClassifier` (``fit`` / ``predict_proba`` / ``save`` / ``load``):

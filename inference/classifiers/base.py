@@ -1,4 +1,4 @@
-"""Common interface of the second-stage crop classifiers (DESIGN.md section 7).
+"""Common interface of the second-stage crop classifiers (docs/classifiers.md).
 
 A *crop* is a float array around one detected object: ``(h, w)`` for a grayscale image (NEU) or
 ``(c, h, w)`` for ``c`` channels (the station's 6 illumination states). Crops may differ in size;
