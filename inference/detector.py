@@ -323,7 +323,7 @@ class Detector:
                  channels_last: bool = True, compile: bool = False,
                  postprocess_params: PostprocessParams | None = None,
                  tiling: TilingParams | None = None, materialize: bool = True,
-                 typer: Any = None):
+                 typer: Any = None, engine: str = "torch", threads: int | None = None):
         self.card = card or ModelCard(name="unsaved", architecture=model.config.to_dict())
         self.device = torch.device(device)
         if materialize and model.is_nested:
@@ -339,6 +339,11 @@ class Detector:
         self.postprocess_params = postprocess_params or PostprocessParams.from_dict(
             self.card.postprocess)
         self.tiling = tiling or TilingParams(**self.card.tiling)
+        self.engine = "torch fp32" if self.device.type == "cpu" else f"torch {self.device.type}"
+        if engine != "torch" and self.device.type == "cpu" and not compile:
+            self._use_engine(engine, threads)
+        elif threads:
+            torch.set_num_threads(threads)
         self.scaling = RawScaling(**self.card.scaling)
         self.sha256 = self.card.weights_sha256
         # calibration hook: (S, H, W) uint16 -> uint16 RAW (dark/flat corrected), or None.
@@ -347,6 +352,23 @@ class Detector:
         # defect typer (inference.classifiers.station.DefectTyper) or None: when set,
         # detect_roi types every object from the uncorrected RAW stack (as it was trained).
         self.typer = typer
+
+    def _use_engine(self, engine: str, threads: int | None) -> None:
+        """Run the network with another engine (inference.engines); "auto" measures them."""
+        from inference.engines import build_engine, choose_engine
+
+        sha = self.card.weights_sha256
+        if engine == "auto":
+            half = self.tiling.tile // 2
+            net, choice = choose_engine(self.model, sha, (self.tiling.batch_size,
+                                                          self.model.config.in_channels,
+                                                          half, half), threads)
+        else:
+            net = build_engine(engine, self.model, sha, threads)
+        self._net = net
+        self.channels_last = net.channels_last
+        self.compiled = net.fixed_batch  # a fixed input shape per frame size
+        self.engine = f"{net.name} {net.precision}"
 
     @classmethod
     def from_file(cls, path: str | Path = DEFAULT_MODEL, **options: Any) -> Detector:
@@ -382,8 +404,8 @@ class Detector:
         tp = replace(tp, tile=int(g("tile_px", tp.tile)),
                      overlap=int(g("tile_overlap_px", tp.overlap)),
                      batch_size=int(g("batch_size", tp.batch_size)))
-        threads = int(g("threads", 0)) or max(1, (os.cpu_count() or 2) - 1)
-        torch.set_num_threads(threads)  # process-wide: leave a core to the acquisition threads
+        options.setdefault("threads", int(g("threads", 0)) or max(1, (os.cpu_count() or 2) - 1))
+        options.setdefault("engine", g("engine", "torch"))
         options = _with_default_typer(options)
         device = options.pop("device", g("device", "cpu"))
         if device == "auto":
@@ -392,7 +414,8 @@ class Detector:
 
     @property
     def name(self) -> str:
-        return self.card.summary()
+        """The model and how it runs: recorded in /results, so a re-inference can match it."""
+        return f"{self.card.summary()} · {self.engine}"
 
     def predict_map(self, stack: np.ndarray, black_level: float | None = None,
                     progress: Callable[[int, int], None] | None = None) -> np.ndarray:

@@ -151,6 +151,19 @@ def _finest(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, list | tuple) else out
 
 
+def network_input(stack: np.ndarray, scaling: RawScaling) -> torch.Tensor:
+    """(S, H, W) RAW DN (H, W even) -> (S*4, H/2, W/2) float32 network input, in one pass:
+    the same values as `F.pixel_unshuffle(normalize_raw(stack))` (channel 4k + 2i + j is state
+    k at Bayer offset (i, j)), without the intermediate full-size float frame."""
+    s, h, w = stack.shape
+    src = torch.from_numpy(np.ascontiguousarray(stack).astype(np.int16, copy=False))
+    src = src.view(s, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3)  # (S, i, j, H/2, W/2)
+    x = torch.empty((s, 2, 2, h // 2, w // 2), dtype=torch.float32)
+    x.copy_(src)  # 12-bit DN fit int16 exactly
+    gain = 1.0 / (scaling.white_level - scaling.black_level)
+    return x.sub_(scaling.black_level).mul_(gain).clamp_(0.0, 1.0).view(s * 4, h // 2, w // 2)
+
+
 def predict_tiled(model: ModelFn, stack: np.ndarray, params: TilingParams = TilingParams(),
                   scaling: RawScaling | None = None, device: str | torch.device = "cpu",
                   amp_dtype: torch.dtype | None = None, channels_last: bool = False,
@@ -171,27 +184,28 @@ def predict_tiled(model: ModelFn, stack: np.ndarray, params: TilingParams = Tili
     lay = plan_tiles(h, w, params)
     (ph, pw), (th, tw) = lay.padded, lay.tile_hw
     padded = _pad_stack(stack, ph, pw)
-    # uint16 12-bit -> int16 exactly; one upload of the whole frame
-    src = torch.from_numpy(np.ascontiguousarray(padded).astype(np.int16, copy=False))
-    src = src.to(device, non_blocking=True)
+    # the whole frame scaled and space-to-depth'd once, in one pass: tiles are slices of it
+    frame = network_input(padded, scaling).to(device, non_blocking=True)
+    th2, tw2 = th // 2, tw // 2
     out = torch.zeros((ph // 2, pw // 2), dtype=torch.float32, device=device)
     wsum = torch.zeros_like(out) if params.stitch == "blend" else None
     rb = _crop_bounds(lay.rows, th, ph)
     cb = _crop_bounds(lay.cols, tw, pw)
     boxes = [(i, j) for i in range(len(lay.rows)) for j in range(len(lay.cols))]
-    gain = 1.0 / (scaling.white_level - scaling.black_level)
     autocast = (torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None
                 else nullcontext())
     done = 0
     with torch.inference_mode():
         for b0 in range(0, len(boxes), params.batch_size):
             batch = boxes[b0:b0 + params.batch_size]
-            x = torch.stack([src[:, lay.rows[i]:lay.rows[i] + th, lay.cols[j]:lay.cols[j] + tw]
-                             for i, j in batch])
+            if len(boxes) == 1:
+                x = frame[None]
+            else:
+                x = torch.stack([frame[:, lay.rows[i] // 2:lay.rows[i] // 2 + th2,
+                                       lay.cols[j] // 2:lay.cols[j] // 2 + tw2]
+                                 for i, j in batch])
             if fixed_batch and len(batch) < params.batch_size:
                 x = torch.cat([x, x[-1:].expand(params.batch_size - len(batch), -1, -1, -1)])
-            x = ((x.to(torch.float32) - scaling.black_level) * gain).clamp_(0.0, 1.0)
-            x = F.pixel_unshuffle(x, 2)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast:

@@ -117,8 +117,11 @@ class DetectorSettings(_Section):
     tile_px: int = Field(1024, ge=64, multiple_of=64)
     tile_overlap_px: int = Field(256, ge=0)
     batch_size: int = Field(4, ge=1)
-    threads: int = Field(0, ge=0, description="CPU threads for the network; 0 = all cores but "
-                         "one, which stays free for acquisition")
+    threads: int = Field(0, ge=0, le=1024, description="CPU threads for the network; 0 = all "
+                         "cores but one, which stays free for acquisition")
+    engine: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
+        "auto", description="network runtime; auto = the fastest installed one whose output "
+        "matches PyTorch's, measured once per model and machine (inference/engines.py)")
     t_low: float | None = Field(None, gt=0, lt=1, description="empty = the model card's "
                                 "operating point (paper: 0.25)")
     t_high: float | None = Field(None, gt=0, le=1, description="empty = the model card's "

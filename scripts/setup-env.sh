@@ -17,4 +17,6 @@ py="$venv/bin/python"
 # and pip does not pull the multi-gigabyte CUDA build.
 "$py" -m pip install --quiet "torch==2.13.0"
 "$py" -m pip install --quiet -e "$root[test]"
+# OpenVINO's converter sends usage telemetry unless opted out: a station sends nothing.
+"$venv/bin/opt_in_out" --opt_out >/dev/null
 echo "$want" > "$stamp"

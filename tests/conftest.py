@@ -5,12 +5,16 @@ from __future__ import annotations
 import faulthandler
 import os
 import sys
+import tempfile
 import threading
 import time
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# One engine cache per test session (inference/engines.py), inherited by subprocesses: tests
+# never read or write the user's cache.
+os.environ["DARKFIELD_CACHE_DIR"] = tempfile.mkdtemp(prefix="darkfield-engine-cache-")
 
 from rig.config import StationConfig, load_config  # noqa: E402
 
