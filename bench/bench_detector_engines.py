@@ -1,0 +1,99 @@
+"""Every inference engine side by side on one full-size simulated RoI (3504 x 3120).
+
+For each thread count: seconds per `Detector.detect_roi` (network + post-processing + typing,
+the card's 1024 px tiles) per engine, the ratio to one plain fp32 channels-last PyTorch forward
+of the whole padded frame measured in the same run, and each engine's agreement with the
+PyTorch detector: max |p - p_torch| on truth scratch pixels and whether the verdict and the
+object boxes are the same. Prints the CPU's instruction set beside the figures.
+
+    .venv/bin/python bench/bench_detector_engines.py [--threads 1 2] [--repeat 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from bench_default_model import full_roi
+
+from inference import engines as E
+from inference.detector import DEFAULT_MODEL, Detector
+from inference.preprocess import RawScaling
+from inference.tiling import network_input
+
+
+def best_of(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def plain_forward_s(det: Detector, stack: np.ndarray, repeat: int) -> float:
+    """One fp32 channels-last forward of the whole frame, padded to the network's multiple."""
+    h, w = stack.shape[1:]
+    ph, pw = -(-h // 64) * 64, -(-w // 64) * 64
+    padded = np.pad(stack, ((0, 0), (0, ph - h), (0, pw - w)), mode="reflect")
+    x = network_input(padded, RawScaling())[None].contiguous(memory_format=torch.channels_last)
+    model = det.model.to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        return best_of(lambda: model(x)[0], repeat)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    stack, mask, origin = full_roi()
+    scratch = F.max_pool2d(torch.from_numpy(mask[None].astype(np.float32)), 2)[0].numpy() > 0
+    candidates = [("torch", "fp32"), *E._candidates()[1:]]
+    rows = []
+    print(f"CPU: {E.instruction_set()}; engines installed: {', '.join(E.available_engines())}; "
+          f"RoI {stack.shape[2]} x {stack.shape[1]}")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        ref = Detector.from_file(DEFAULT_MODEL, engine="torch", threads=threads)
+        plain = plain_forward_s(ref, stack, args.repeat)
+        ref_roi = ref.detect_roi(stack, 0, origin)
+        ref_res = ref.sample_results([ref_roi])
+        print(f"\n{threads} thread(s): plain fp32 whole-frame PyTorch forward {plain:.2f} s")
+        print(f"  {'engine':<20} {'s/RoI':>7} {'x plain':>8} {'max|dp| scratch':>16} "
+              f"{'same objects':>13}")
+        for name, precision in candidates:
+            if name == "torch":
+                det = ref
+            else:
+                det = Detector.from_file(DEFAULT_MODEL, threads=threads)
+                det._net = E.build_engine(name, det.model, det.card.weights_sha256, threads,
+                                          precision)
+                det.channels_last, det.compiled = det._net.channels_last, det._net.fixed_batch
+            seconds = best_of(lambda d=det: d.detect_roi(stack, 0, origin), args.repeat)
+            roi = det.detect_roi(stack, 0, origin)
+            res = det.sample_results([roi])
+            dp = float(np.abs(roi.probability - ref_roi.probability)[scratch].max())
+            same = (res.verdict == ref_res.verdict
+                    and [o.box_px for o in res.scratches] == [o.box_px for o in ref_res.scratches]
+                    and [o.box_px for o in res.contaminants]
+                    == [o.box_px for o in ref_res.contaminants])
+            label = f"{name} {precision}"
+            print(f"  {label:<20} {seconds:7.2f} {seconds / plain:8.2f} {dp:16.2e} "
+                  f"{'yes' if same else 'NO':>13}")
+            rows.append({"threads": threads, "engine": label, "s_per_roi": round(seconds, 3),
+                         "plain_forward_s": round(plain, 3), "ratio": round(seconds / plain, 3),
+                         "max_dp_scratch": dp, "same_objects": same})
+    if args.json:
+        print(json.dumps({"cpu": E.instruction_set(), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
