@@ -1,6 +1,6 @@
 """Dark-field cover-glass inspection station: the single command-line entry.
 
-Each package contributes its subcommands through `<package>.cli.register`; this file only wires
+Each module of `cli/` contributes its subcommands through `register`; this file only wires
 them up, sets up logging and turns known errors into one clear line and exit status 2.
 """
 
@@ -17,15 +17,16 @@ from errors import EXIT_ERROR, StationError
 
 # Modules whose `register(subparsers)` adds working subcommands, in --help order.
 COMMAND_MODULES = (
-    "inspection_cli",       # scan
-    "gui.cli",              # gui
-    "world.cli",            # simulate
-    "inference.cli",        # infer, model-info
-    "inference.train_cli",  # train, evaluate
-    "inference.classifiers.cli",  # classifier train | evaluate
-    "calibration.cli",      # calibrate
-    "rig.devices_cli",      # devices
-    "recordings.cli",       # recordings ls | show | verify | export
+    "cli.scan",        # scan, infer
+    "cli.gui",         # gui
+    "cli.simulate",    # simulate
+    "cli.model",       # model-info
+    "cli.train",       # train
+    "cli.evaluate",    # evaluate
+    "cli.classifier",  # classifier train | evaluate | train-station | evaluate-station
+    "cli.calibrate",   # calibrate
+    "cli.devices",     # devices
+    "cli.recordings",  # recordings ls | show | verify | export
 )
 
 log = logging.getLogger("station")
@@ -50,9 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
 def setup_logging(verbose: bool, log_dir: Path) -> None:
     root = logging.getLogger()
     root.setLevel(logging.DEBUG)
+    for old in [h for h in root.handlers if getattr(h, "station", False)]:  # a second main()
+        root.removeHandler(old)
+        old.close()
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.DEBUG if verbose else logging.WARNING)
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    console.station = True  # type: ignore[attr-defined]
     root.addHandler(console)
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -62,6 +67,7 @@ def setup_logging(verbose: bool, log_dir: Path) -> None:
         return
     file.setLevel(logging.DEBUG)
     file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    file.station = True  # type: ignore[attr-defined]
     root.addHandler(file)
     for noisy in ("matplotlib", "PIL", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from PySide6 import QtCore, QtWidgets
 
+    from cli.gui import apply_dark_theme, detector_factory, rig_factory
     from gui.app import MainWindow
-    from gui.cli import apply_dark_theme, detector_factory, rig_factory
     from rig.config import load_config, parse_config
 
     w, h = (int(v) for v in args.sensor.lower().split("x"))

@@ -442,3 +442,8 @@ def find_calibration(directory: str | Path, calibration_id: str) -> Calibration:
         if cid == calibration_id:
             return load_calibration(p)
     raise CalibrationError(f"no calibration {calibration_id!r} in {directory}")
+
+
+def calibration_dir(cfg: Any, out: Path | None) -> Path:
+    """The calibrations folder: `out`, else the station's [paths] calibrations."""
+    return Path(out or getattr(cfg.paths, "calibrations", None) or DEFAULT_DIR)

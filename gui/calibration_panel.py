@@ -166,9 +166,9 @@ class CalibrationPanel(QWidget):
         from dataclasses import replace
 
         from calibration.apply import apply_to_rig
-        from calibration.cli import calibration_dir, checks
+        from calibration.checks import checks
         from calibration.procedures import CalibrationOptions, CalibrationSession, order_steps
-        from calibration.store import latest_calibration, save_calibration
+        from calibration.store import calibration_dir, latest_calibration, save_calibration
 
         own_rig = None
         try:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("rig", "recordings", "inference", "gui", "calibration", "world")
-TOP_MODULES = ("main.py", "errors.py", "station.py", "inspection.py", "inspection_cli.py")
+PACKAGES = ("rig", "recordings", "inference", "gui", "calibration", "world", "cli")
+TOP_MODULES = ("main.py", "errors.py", "station.py", "inspection.py")
 SCRIPT_DIRS = ("bench", "scripts", "docs")
 HARDWARE_LIBS = ("pypylon", "harvesters", "serial", "PySide6", "pyqtgraph", "shiboken6")
 PROJECT = {*PACKAGES, *(m.removesuffix(".py") for m in TOP_MODULES)}
@@ -25,14 +25,15 @@ ALLOWED: dict[str, set[str]] = {
     "calibration": {"errors", "recordings", "rig", "world"},
     "inspection": {"errors", "recordings", "rig", "inference.interfaces"},
     "station": {"errors", "recordings", "rig", "calibration", "inference"},
-    "inspection_cli": {"errors", "recordings", "rig", "inference", "inspection", "station"},
     "gui": {"errors", "recordings", "rig", "inference", "calibration", "inspection", "station"},
+    "cli": {"errors", "recordings", "rig", "world", "inference", "calibration", "inspection",
+            "station", "gui"},
     "main": {"errors"},  # command modules are found through COMMAND_MODULES, not imported
 }
 # The only rig modules that may render the simulated world: the simulated devices.
 RIG_WORLD_USERS = ("rig/sim/", "rig/cameras/sim.py")
 # Modules that wrap a hardware / GUI library and may import it at module level.
-HARDWARE_WRAPPERS = ("rig/grbl.py", "rig/ringlight.py", "rig/cameras/", "rig/devices_cli.py",
+HARDWARE_WRAPPERS = ("rig/grbl.py", "rig/ringlight.py", "rig/cameras/", "cli/devices.py",
                      "rig/serial_link.py", "gui/")
 
 
@@ -83,19 +84,28 @@ def test_every_room_is_covered() -> None:
         assert (ROOT / path).exists(), path
 
 
-def test_gui_is_imported_only_by_main() -> None:
-    users = [f for room in ALLOWED if room not in ("gui", "main") for f in _room_files(room)]
+def test_gui_is_imported_only_by_its_command() -> None:
+    users = [f for room in ALLOWED if room not in ("gui", "cli") for f in _room_files(room)]
+    users += [f for f in _room_files("cli") if f.name != "gui.py"]
     bad = [str(f.relative_to(ROOT)) for f in users
            if any(m.split(".")[0] == "gui" for m, _ in _imports(f))]
     assert not bad
 
 
 def test_main_only_dispatches_to_the_command_modules() -> None:
+    """Every command lives in cli/, every cli/ module is registered, and nothing else defines
+    an argument parser (one place for the command line)."""
     import main
 
+    modules = {f"cli.{f.stem}" for f in (ROOT / "cli").glob("*.py") if f.stem != "__init__"}
+    assert set(main.COMMAND_MODULES) == modules
     for name in main.COMMAND_MODULES:
         module = __import__(name, fromlist=["register"])
         assert callable(module.register), name
+    product = [f for room in ALLOWED if room not in ("cli", "main") for f in _room_files(room)]
+    bad = [str(f.relative_to(ROOT)) for f in product
+           if "add_subparsers" in f.read_text() or "ArgumentParser(" in f.read_text()]
+    assert not bad, f"command-line parsing outside cli/: {bad}"
 
 
 def test_hardware_libraries_only_at_module_level_in_their_wrappers() -> None:

@@ -14,10 +14,10 @@ import pytest
 
 import recordings as R
 from calibration import apply_to_rig, load_calibration, save_calibration
-from calibration import cli as calibration_cli
 from calibration.apply import StackCorrector
 from calibration.flat import nonuniformity
 from calibration.procedures import CalibrationOptions, CalibrationSession
+from cli import calibrate as calibration_cli
 from rig.rig import build_rig
 from tests.conftest import fast_sim_config
 from tests.test_calibration import strong_optics

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from rig import devices_cli
+from cli import devices as devices_cli
 
 
 def run(*argv: str) -> int:

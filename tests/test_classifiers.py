@@ -222,7 +222,7 @@ def test_split_and_report():
 def test_cli_train_and_evaluate(tmp_path, capsys):
     from PIL import Image
 
-    from inference.classifiers.cli import register
+    from cli.classifier import register
 
     crops, labels, _ = synthetic(n_per_class=8)
     (tmp_path / "data" / "images").mkdir(parents=True)

@@ -145,7 +145,7 @@ def test_from_settings_attaches_bundled_typer(tiny_model_file: Path, typer_file:
 
 
 def test_evaluate_report_and_cli(typer_file: Path, capsys: pytest.CaptureFixture) -> None:
-    from inference.classifiers import cli
+    from cli import classifier as cli
 
     rep = evaluate_typer(DefectTyper.from_file(typer_file), 1, 60000)
     k = len(rep["classes"])

@@ -184,10 +184,11 @@ def tiny_data(tmp_path_factory) -> Path:
 def test_evaluate_cli_json_is_reproducible_and_writes_the_card(tiny_model, tiny_data,
                                                                tmp_path: Path, capsys) -> None:
     from inference.detector import load_model
-    from inference.train_cli import main
+    from main import main
 
     png = tmp_path / "pr.png"
-    args = ["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--json"]
+    logs = ["--log-dir", str(tmp_path / "logs")]
+    args = [*logs, "evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--json"]
     assert main(args + ["--pr-png", str(png), "--records", str(tmp_path / "r.json")]) == 0
     first = json.loads(capsys.readouterr().out)
     assert png.exists()
@@ -201,16 +202,16 @@ def test_evaluate_cli_json_is_reproducible_and_writes_the_card(tiny_model, tiny_
     _, card = load_model(tiny_model)  # still loads: the weights' hash is unchanged
     assert card.metrics["held_out"]["table1"] == first["table1"]
     # re-scoring saved records at another T_high needs no network
-    assert main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--json",
-                 "--from-records", str(tmp_path / "r.json"), "--t-high", "0.9"]) == 0
+    assert main([*args, "--from-records", str(tmp_path / "r.json"), "--t-high", "0.9"]) == 0
     assert json.loads(capsys.readouterr().out)["operating_point"]["t_high"] == 0.9
 
 
 def test_evaluate_cli_errors(tiny_model, tmp_path: Path, capsys) -> None:
-    from inference.train_cli import main
+    from main import main
 
-    assert main(["evaluate", "--data", str(tmp_path), "--model", str(tiny_model)]) == 2
+    logs = ["--log-dir", str(tmp_path / "logs")]
+    assert main([*logs, "evaluate", "--data", str(tmp_path), "--model", str(tiny_model)]) == 2
     assert "no .h5 recordings" in capsys.readouterr().err
-    assert main(["evaluate", "--data", str(tmp_path), "--model", str(tmp_path / "x.safetensors")
-                 ]) == 2
+    assert main([*logs, "evaluate", "--data", str(tmp_path), "--model",
+                 str(tmp_path / "x.safetensors")]) == 2
     assert "no such model file" in capsys.readouterr().err

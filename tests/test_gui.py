@@ -45,7 +45,7 @@ def small_config(tmp_path: Path, **sim: object):
 
 @functools.cache
 def _bundled_detector():
-    from gui.cli import detector_factory
+    from cli.gui import detector_factory
 
     return detector_factory(load_config())()  # loaded and warmed up as the window does
 
@@ -283,7 +283,7 @@ def _write_recording(path: Path, n_written: int, n_rois: int = 10) -> None:
 def test_replay_complete_and_incomplete_recordings(qtbot, own_window, tmp_path):
     import argparse
 
-    from gui import cli
+    from cli import gui as cli
 
     done, partial = tmp_path / "done.h5", tmp_path / "partial.h5"
     _write_recording(done, 10)
@@ -436,7 +436,7 @@ def test_event_loop_stays_responsive_during_scan(qtbot, own_window, station):
 def test_cli_registers_gui_command():
     import argparse
 
-    from gui import cli
+    from cli import gui as cli
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")

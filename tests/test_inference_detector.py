@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-import inspection_cli
 import recordings as R
-from inference import cli
+from cli import model as cli
+from cli import scan as inspection_cli
 from inference.detector import (
     Detector,
     ModelLoadError,
@@ -235,7 +235,7 @@ def test_infer_writes_results(tmp_path: Path, tiny_model_file: Path,
         assert res.probability_maps[0].shape == (128, 160) and res.probability_scale == 2
     assert R.verify_recording(rec).ok
     # `recordings show` displays what infer stored
-    from recordings import cli as rec_cli
+    from cli import recordings as rec_cli
 
     parser = argparse.ArgumentParser()
     rec_cli.register(parser.add_subparsers())

@@ -6,8 +6,8 @@ import argparse
 
 import numpy as np
 
+from cli import simulate as cli
 from recordings import Recording, verify_recording
-from world import cli
 from world.simulate import parse_sensor, simulate_recordings
 
 

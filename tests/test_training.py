@@ -248,10 +248,11 @@ def test_cosine_schedule_and_warmup() -> None:
 
 def test_train_cli_smoke(tmp_path: Path, capsys) -> None:
     from inference.detector import load_model
-    from inference.train_cli import main
+    from main import main
 
     out = tmp_path / "cli.safetensors"
-    rc = main(["train", "--run-dir", str(tmp_path / "run"), "--out", str(out), "--width",
+    rc = main(["--log-dir", str(tmp_path / "logs"), "train", "--run-dir", str(tmp_path / "run"),
+               "--out", str(out), "--width",
                "0.0625", "--patch", "64", "--batch", "2", "--scratch-per-batch", "1",
                "--steps", "2", "--val-every", "0", "--sim-seed", "3", "--no-progress",
                "--exclude-series", "1000:5"])

@@ -1,8 +1,4 @@
-"""Commands `train` and `evaluate` (registered by main.py through `register`).
-
-Until main.py lists this module, the same commands run as
-``python -m inference.train_cli train ...`` / ``python -m inference.train_cli evaluate ...``.
-"""
+"""Command `train` (registered by main.py through `register`)."""
 
 from __future__ import annotations
 
@@ -24,13 +20,6 @@ def _bool(text: str) -> bool:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from inference.evaluate_cli import register_evaluate
-
-    register_train(subparsers)
-    register_evaluate(subparsers)
-
-
-def register_train(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", help="train the scratch detector (simulated or recorded data)",
         description="Train a NestedUNet scratch detector. Settings come from --config (TOML, "
@@ -135,8 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         cfg = config_from_args(args)
-        prog = {"main.py": "python main.py",
-                "train_cli.py": "python -m inference.train_cli"}.get(
+        prog = {"main.py": "python main.py"}.get(
             Path(sys.argv[0]).name if sys.argv else "", "python " + (sys.argv or [""])[0])
         cmd = " ".join([prog, *(shlex.quote(a) for a in sys.argv[1:])])
         res = train(cfg, resume=not args.no_resume,
@@ -154,15 +142,3 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"stopped at step {res.step}/{cfg.steps} (loss {last:.5f}); run the same "
               f"command again to resume from {cfg.run_path}")
     return EXIT_OK
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m inference.train_cli")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

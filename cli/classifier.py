@@ -20,13 +20,13 @@ import sys
 import time
 from pathlib import Path
 
-from .data import DEFAULT_NEU, load_neu, split_per_class
+from inference.classifiers.data import DEFAULT_NEU, load_neu, split_per_class
 
 
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from .base import make_classifier
+    from inference.classifiers.base import make_classifier
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -55,8 +55,8 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from .base import load_classifier
-    from .metrics import classification_report
+    from inference.classifiers.base import load_classifier
+    from inference.classifiers.metrics import classification_report
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,7 +93,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _train_station(args: argparse.Namespace) -> int:
     import torch
 
-    from .station import train_typer
+    from inference.classifiers.station import train_typer
 
     torch.set_num_threads(args.threads)
     overrides: dict[str, object] = {}
@@ -117,7 +117,7 @@ def _train_station(args: argparse.Namespace) -> int:
 def _evaluate_station(args: argparse.Namespace) -> int:
     import torch
 
-    from .station import DefectTyper, evaluate_typer, format_report
+    from inference.classifiers.station import DefectTyper, evaluate_typer, format_report
 
     torch.set_num_threads(args.threads)
     typer = DefectTyper.from_file(args.model)
@@ -164,7 +164,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     e.set_defaults(func=_evaluate)
 
-    from .station import (
+    from inference.classifiers.station import (
         DEFAULT_EPOCHS,
         DEFAULT_EVAL_SAMPLES,
         DEFAULT_TRAIN_SAMPLES,

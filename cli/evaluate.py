@@ -1,6 +1,6 @@
 """Command `evaluate`: the paper's Table 1 on recordings with truth (docs/evaluation.md).
 
-Registered through `inference.train_cli.register` (which adds `train` and `evaluate`).
+Registered by main.py through `register`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from errors import EXIT_ERROR, EXIT_OK
 
 
-def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     from inference.detector import DEFAULT_MODEL
 
     p = subparsers.add_parser(
