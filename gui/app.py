@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,64 +28,25 @@ from gui.panels import (
     DeviceStatus,
     ManualPanel,
     VerdictPanel,
-    history_entry,
 )
 from gui.sample_map import SampleMap
 from gui.signature_plot import SignaturePlot
 from gui.stack_view import StackView
-from gui.workers import DeviceWorker, InspectionBridge, LoadedRoi, PreviewWorker, RecordingSummary
+from gui.view_model import RecordingSummary, SampleState, StationView, Update
+from gui.workers import DeviceWorker, InspectionBridge, LoadedRoi, PreviewWorker
 from inference.interfaces import Detector
-from inspection import InspectionRun, RoiDetected, RoiRecorded, SampleResult
+from inspection import InspectionRun, SampleResult
 from recordings import DetectedObject
 from rig.camera import Frame
 from rig.config import StationConfig
 from rig.interfaces import Rig
-from rig.layout import RoiGeometry, roi_layout
-from rig.scan import FrameCaptured, RoiCaptured, RoiStarted, ScanError, ScanFinished, ScanPaused
+from rig.layout import roi_layout
+from rig.scan import FrameCaptured, RoiCaptured
 
 log = logging.getLogger(__name__)
 
 KEEP_RAW_STACKS = 2  # full-resolution stacks kept in memory during a scan (signature, zoom)
 STATUS_POLL_MS = 1000
-
-
-@dataclass
-class SampleState:
-    """What the window knows about the sample on screen (live or replayed)."""
-
-    sample_id: str
-    rois: dict[int, RoiGeometry]
-    sample_mm: tuple[float, float, float]
-    path: Path | None = None
-    live: bool = True
-    scanning: bool = False
-    states: dict[int, str] = field(default_factory=dict)
-    previews: dict[int, LoadedRoi] = field(default_factory=dict)
-    detections: dict[int, RoiDetected] = field(default_factory=dict)
-    heat: dict[int, tuple[np.ndarray, float]] = field(default_factory=dict)  # probability overlays
-    scratches: list[DetectedObject] | None = None  # merged sample result, once known
-    contaminants: list[DetectedObject] | None = None
-    recorded: set[int] = field(default_factory=set)
-    frames: int = 0
-    capturing: int | None = None  # RoI being captured now
-    started: float = field(default_factory=time.monotonic)
-    result: SampleResult | None = None
-
-    def objects(self) -> tuple[list[DetectedObject], list[DetectedObject]]:
-        """Merged results when the sample is done, else the per-RoI results so far."""
-        if self.scratches is not None:
-            return self.scratches, self.contaminants or []
-        s: list[DetectedObject] = []
-        c: list[DetectedObject] = []
-        for i in sorted(self.detections):
-            s += self.detections[i].scratches
-            c += self.detections[i].contaminants
-        return s, c
-
-    def objects_in(self, roi: int) -> list[tuple[str, DetectedObject]]:
-        s, c = self.objects()
-        return [("scratch", o) for o in s if o.roi == roi] + \
-               [("contaminant", o) for o in c if o.roi == roi]
 
 
 def sample_mm_of(cfg: StationConfig) -> tuple[float, float, float]:
@@ -119,13 +79,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.detector = detector
         self.out_dir = Path(out_dir) if out_dir is not None else Path(cfg.paths.recordings)
         self.layout_rois = {r.index: r for r in roi_layout(cfg)}
-        self.sample: SampleState | None = None  # what the window shows (live or replay)
-        self.live_sample: SampleState | None = None  # the sample of the station's last scan
+        self.vm = StationView(self.layout_rois, sample_mm_of(cfg), cfg.scan.states)
+        self.vm.has_detector = detector is not None
         self.displayed: int | None = None
         self._load_req = 0
         self._pending_select: tuple[str, DetectedObject] | None = None
         self._closing = False
-        self.last_result: SampleResult | None = None
         self.rig_error = ""
         self.setWindowTitle(f"Dark-field inspection · {cfg.station.name}")
         # Closing deletes the window and every child on the Qt side, deterministically: nothing
@@ -187,7 +146,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._poll.timeout.connect(self._poll_status)
         self._poll.start()
 
-        self._display_sample(SampleState("", dict(self.layout_rois), sample_mm_of(cfg)))
+        self._display_sample(self.vm.shown)
         self.status.set("recording", str(self.out_dir))
         cam = cfg.camera
         self.status.set("camera", f"{cam.backend} {cam.width}x{cam.height} {cam.pixel_format}, "
@@ -277,19 +236,70 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- state helpers ------------------------------------------------------------------------
     @property
+    def sample(self) -> SampleState:
+        """The sample on screen (live or replayed)."""
+        return self.vm.shown
+
+    @property
+    def live_sample(self) -> SampleState | None:
+        return self.vm.live
+
+    @property
+    def last_result(self) -> SampleResult | None:
+        return self.vm.last_result
+
+    @property
     def scanning(self) -> bool:
-        return self.bridge.running or (self.live_sample is not None and self.live_sample.scanning)
+        return self.bridge.running or self.vm.scanning
 
     def _display_sample(self, state: SampleState) -> None:
-        self.sample = state
+        """Draw a sample from scratch (a new one, a replay, back to live)."""
         self.displayed = None
         self._pending_select = None
         self.map.set_layout(state.rois.values(), state.sample_mm, state.states)
         self.map.set_current(None)
-        s, c = state.objects()
-        self.map.set_objects(s, c)
-        self.table.set_objects(s, c)
+        self._render_objects(state)
+        self._render_banner(state)
         self.signature.clear()
+
+    def _render(self, u: Update) -> None:
+        """Draw what one view-model call changed."""
+        for index, roi_state in u.roi_states.items():
+            self.map.set_state(index, roi_state)
+        if u.detected is not None:
+            ev = u.detected
+            prob = ev.probability
+            if prob is not None and prob.ndim == 2 and prob.shape[0]:
+                self.preview.heat(self.vm.live.sample_id if self.vm.live else "", ev.roi.index,
+                                  prob, ev.roi.size_px[0] / prob.shape[0])
+        if u.objects:
+            self._render_objects(self.sample)
+            if self.displayed is not None:
+                self._apply_overlays()
+        if u.banner:
+            self._render_banner(self.sample)
+        if u.progress:
+            p = self.vm.progress
+            self.controls.set_progress(p.done, p.total, p.text)
+        for key, text in u.status.items():
+            self.status.set(key, text)
+        if u.frame is not None:
+            self.status.frame(*u.frame)
+        if u.history is not None:
+            self.verdict.add_history(u.history, self.vm.history.summary())
+        if u.error is not None:
+            self._report_error(u.error)
+        if u.message:
+            self.statusBar().showMessage(u.message, 15000)
+
+    def _render_objects(self, state: SampleState) -> None:
+        sc, co = state.objects()
+        self.map.set_objects(sc, co)
+        self.table.set_objects(sc, co, note=state.objects_note)
+
+    def _render_banner(self, state: SampleState) -> None:
+        b = state.banner
+        self.verdict.set_state(b.state, b.sample_id, b.detail)
 
     @property
     def ready(self) -> bool:
@@ -305,10 +315,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.controls.set_running(running, can_start=ready)
         self.manual.setEnabled(self.rig is not None and not running and not calibrating)
         self.calibration.setEnabled(self.rig is not None and not running)
-        self.live_action.setEnabled(self.sample is not None and not self.sample.live)
+        self.live_action.setEnabled(not self.sample.live)
 
     def roi_label(self, index: int, extra: str = "") -> str:
-        r = self.sample.rois.get(index) if self.sample else None
+        r = self.sample.rois.get(index)
         if r is None:
             return f"RoI {index:02d}"
         cx, cy = r.center_mm
@@ -328,14 +338,10 @@ class MainWindow(QtWidgets.QMainWindow):
             resume = path  # an interrupted recording of this sample: finish it
         self.status.clear_error()
         run = InspectionRun(self.cfg, self.rig, self.detector, self.out_dir, sid, resume=resume)
-        state = SampleState(sid, dict(self.layout_rois), sample_mm_of(self.cfg), path=run.path,
-                            live=True, scanning=True)
-        self.live_sample = state
-        self._display_sample(state)
+        update = self.vm.begin_sample(sid, run.path, resuming=resume is not None)
+        self._display_sample(self.vm.shown)
+        self._render(update)
         self.preview.forget(run.path)
-        self.verdict.set_state("SCANNING", sid, "resuming the interrupted recording"
-                               if resume else "")
-        self.controls.set_progress(0, len(self.layout_rois), "starting…")
         self.stack.follow.setChecked(True)
         # the sample under the camera: loaded by the operator, or the next virtual one
         self.devices.submit(self.rig.samples.load_sample, sid,
@@ -344,9 +350,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _launch(self, run: InspectionRun, exc: BaseException | None) -> None:
         if exc is not None:
-            self._report_error(exc)
-            self.live_sample.scanning = False
-            self.verdict.set_state("ERROR", run.sample_id, "the sample could not be prepared")
+            self._render(self.vm.preparation_failed(exc))
             self._update_controls()
             return
         try:
@@ -358,7 +362,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def abort_inspection(self) -> None:
         if self.bridge.running:
             self.bridge.abort()
-            self.controls.progress.setFormat("aborting…")
+            self._render(self.vm.request_abort())
+            self._update_controls()
 
     def _on_pause(self, pause: bool) -> None:
         if pause:
@@ -374,111 +379,10 @@ class MainWindow(QtWidgets.QMainWindow):
             self.preview.submit_stack(ev.roi.index, ev.stack, ev.frame_ids)
 
     def _on_event(self, ev: Any) -> None:
-        """Bookkeeping for the live sample; widgets only change while it is on screen."""
-        s = self.live_sample
-        if s is None:
-            return
-        shown = self.sample is s
-        if isinstance(ev, FrameCaptured):
-            s.frames += 1
-            self.status.frame(ev.frame_id, ev.state)
-            az = imaging.AZIMUTH_STEP_DEG * ev.state
-            self.status.set("lights", f"state {ev.state} ({az:.0f}°/{az + 180:.0f}°) triggered")
-            total = len(s.rois) * self.cfg.scan.states
-            self.controls.set_progress(len(s.recorded), len(s.rois),
-                                       f"RoI {ev.roi.index:02d} · frame {s.frames}/{total}")
-        elif isinstance(ev, RoiStarted):
-            self._set_roi_state(s, ev.roi.index, "capturing")
-            x, y = ev.roi.stage_xy_mm
-            self.status.set("stage", f"moving to ({x:.2f}, {y:.2f}) mm for RoI {ev.roi.index:02d}")
-            s.capturing = ev.roi.index  # the view follows once its first frame is ready
-        elif isinstance(ev, RoiCaptured):
-            s.recorded.add(ev.roi.index)
-            if s.states.get(ev.roi.index) == "capturing":
-                self._set_roi_state(s, ev.roi.index, "captured" if self.detector else "recorded")
-            x, y = ev.stage_xy_mm
-            self.status.set("stage", f"({x:.2f}, {y:.2f}) mm at RoI {ev.roi.index:02d}")
-            self.controls.set_progress(len(s.recorded), len(s.rois),
-                                       f"{len(s.recorded)}/{len(s.rois)} RoIs")
-        elif isinstance(ev, RoiRecorded):
-            self.status.set("recording", f"{ev.path.name}: RoI {ev.roi.index:02d} written "
-                                         f"in {ev.write_s:.2f} s")
-        elif isinstance(ev, RoiDetected):
-            self._on_detected(s, ev)
-        elif isinstance(ev, ScanPaused):
-            if shown:
-                self.verdict.set_state("SCANNING", s.sample_id, "paused at a safe point"
-                                       if ev.paused else "")
-            self.controls.progress.setFormat("paused" if ev.paused else "resumed")
-        elif isinstance(ev, ScanError):
-            if ev.roi is not None:
-                self._set_roi_state(s, ev.roi.index, "error")
-            self._report_error(ev.error)
-        elif isinstance(ev, ScanFinished):
-            self.status.set("lights", "off")
-
-    def _set_roi_state(self, s: SampleState, index: int, state: str) -> None:
-        s.states[index] = state
-        if self.sample is s:
-            self.map.set_state(index, state)
-
-    def _on_detected(self, s: SampleState, ev: RoiDetected) -> None:
-        i = ev.roi.index
-        s.detections[i] = ev
-        prob = ev.probability
-        if prob is not None and prob.ndim == 2 and prob.shape[0]:
-            self.preview.heat(s.sample_id, i, prob, ev.roi.size_px[0] / prob.shape[0])
-        self._set_roi_state(s, i, "scratch" if ev.scratches else "clean")
-        if self.sample is not s:
-            return
-        sc, co = s.objects()
-        self.map.set_objects(sc, co)
-        self.table.set_objects(sc, co, note="per RoI until the sample is merged")
-        self.verdict.set_state("SCANNING", s.sample_id,
-                               f"so far: {len(sc)} scratch(es), {len(co)} contaminant(s)")
-        if self.displayed == i:
-            self._apply_overlays()
+        self._render(self.vm.on_event(ev))
 
     def _on_done(self, result: SampleResult | None, exc: BaseException | None) -> None:
-        s = self.live_sample
-        shown = s is not None and self.sample is s
-        if s is not None:
-            s.scanning = False
-        if exc is not None or result is None:
-            self._report_error(exc or "the inspection ended without a result")
-            if shown:
-                self.verdict.set_state("ERROR", s.sample_id,
-                                       plain_error(exc or "no result").headline)
-            self._update_controls()
-            return
-        self.last_result = result
-        s.result = result
-        if result.verdict in ("PASS", "FAIL"):
-            s.scratches = list(result.scratches)
-            s.contaminants = list(result.contaminants)
-            for i in s.rois:
-                if s.states.get(i) != "error":
-                    has = any(o.roi == i for o in s.scratches)
-                    self._set_roi_state(s, i, "scratch" if has else "clean")
-        cycle = result.timings_s.get("total", 0.0)
-        counts = (f"{len(result.scratches)} scratch(es) · {len(result.contaminants)} "
-                  f"contaminant(s) · cycle {cycle:.1f} s")
-        if result.error:
-            counts += f"\n{plain_error(result.error).detail}"
-        if shown:
-            sc, co = s.objects()
-            self.map.set_objects(sc, co)
-            self.table.set_objects(sc, co)
-            if self.displayed is not None:
-                self._apply_overlays()
-            self.verdict.set_state(result.verdict, result.sample_id, counts)
-        self.verdict.add_history(history_entry(result.sample_id, result.verdict,
-                                               len(result.scratches), len(result.contaminants),
-                                               cycle, str(result.recording)))
-        self.controls.set_progress(len(s.recorded), len(s.rois), result.verdict.lower())
-        state = "complete" if result.complete else "incomplete"
-        self.status.set("recording", f"{result.recording} ({state})")
-        self.statusBar().showMessage(result.summary_line(), 15000)
+        self._render(self.vm.finish(result, exc))
         self._update_controls()
 
     def _report_error(self, exc: BaseException | str) -> None:
@@ -518,7 +422,7 @@ class MainWindow(QtWidgets.QMainWindow):
             if s is ls and self.displayed == i:
                 self._show_loaded(loaded)
         else:
-            if loaded.request != self._load_req or s is None or s.path is None \
+            if loaded.request != self._load_req or s.path is None \
                     or loaded.source != str(s.path):
                 return
             s.previews[i] = loaded
@@ -547,7 +451,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _apply_overlays(self) -> None:
         s, i = self.sample, self.displayed
-        if s is None or i is None:
+        if i is None:
             return
         heat = s.heat.get(i)
         if heat is None and i in s.previews:
@@ -557,7 +461,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def show_roi(self, index: int) -> None:
         """Show one RoI of the current sample: from memory, or read from its recording."""
         s = self.sample
-        if s is None or index not in s.rois:
+        if index not in s.rois:
             return
         self.displayed = index
         self.map.set_current(index)
@@ -583,13 +487,13 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _on_map_roi(self, index: int) -> None:
         s = self.sample
-        if s is not None and s.scanning and self.stack.follow.isChecked():
+        if s.scanning and self.stack.follow.isChecked():
             self.stack.follow.setChecked(False)  # the operator wants to look at this one
         self.show_roi(index)
 
     def _step_roi(self, step: int) -> None:
         s = self.sample
-        if s is None or not s.rois:
+        if not s.rois:
             return
         ids = sorted(s.rois)
         cur = self.displayed if self.displayed in ids else ids[0] - step
@@ -598,7 +502,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _on_follow(self, on: bool) -> None:
         s = self.sample
-        if on and s is not None and s.scanning and s.previews:
+        if on and s.scanning and s.previews:
             self.show_roi(max(s.previews))  # the newest RoI; the next frame switches on
 
     def _on_levels(self, name: str) -> None:
@@ -615,7 +519,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.displayed != obj.roi or self.stack.current is None \
                 or self.stack.roi_index != obj.roi:
             self._pending_select = (kind, obj)
-            if self.sample is not None and self.sample.scanning:
+            if self.sample.scanning:
                 self.stack.follow.setChecked(False)
             self.show_roi(obj.roi)
             if self.stack.current is not None and self.stack.roi_index == obj.roi:
@@ -669,29 +573,8 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         if self.bridge.running:
             self.stack.follow.setChecked(False)
-        res_by_roi = {o.roi for o in summary.scratches}
-        states = {}
-        for r in summary.rois:
-            if r.index not in summary.recorded:
-                states[r.index] = "pending"
-            elif not summary.verdict:
-                states[r.index] = "recorded"
-            else:
-                states[r.index] = "scratch" if r.index in res_by_roi else "clean"
-        state = SampleState(summary.sample_id, {r.index: r for r in summary.rois},
-                            summary.sample_mm, path=summary.path, live=False, scanning=False,
-                            states=states, recorded=set(summary.recorded))
-        if summary.verdict:
-            state.scratches, state.contaminants = summary.scratches, summary.contaminants
+        state = self.vm.show_replay(summary)
         self._display_sample(state)
-        verdict = summary.verdict or ("NOT-INSPECTED" if summary.status == "complete"
-                                      else "INCOMPLETE")
-        total = summary.timings_s.get("total")
-        counts = (f"{len(summary.scratches)} scratch(es) · {len(summary.contaminants)} "
-                  f"contaminant(s)" + (f" · cycle {total:.1f} s" if total else "")
-                  + f"\nreplay: {summary.path.name} · {summary.status} · "
-                    f"{len(summary.recorded)}/{summary.n_rois} RoIs")
-        self.verdict.set_state(verdict, summary.sample_id, counts)
         self.statusBar().showMessage(f"replaying {summary.path} ({summary.status})", 10000)
         self._update_controls()
         if summary.recorded:
@@ -702,23 +585,13 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def back_to_live(self) -> None:
         """Leave replay: show the station's current (or last) sample again."""
-        s = self.sample
-        if s is None or s.live:
+        if self.sample.live:
             return
-        ls = self.live_sample
-        self._display_sample(ls or SampleState("", dict(self.layout_rois),
-                                               sample_mm_of(self.cfg)))
-        if ls is None:
-            self.verdict.set_state("READY")
-        elif ls.scanning:
-            self.verdict.set_state("SCANNING", ls.sample_id)
+        state = self.vm.back_to_live()
+        self._display_sample(state)
+        if state.scanning:
             self.stack.follow.setChecked(True)
             self._on_follow(True)
-        elif ls.result is not None:
-            r = ls.result
-            self.verdict.set_state(r.verdict, r.sample_id,
-                                   f"{len(r.scratches)} scratch(es) · {len(r.contaminants)} "
-                                   f"contaminant(s) · cycle {r.timings_s.get('total', 0):.1f} s")
         self._update_controls()
 
     # -- devices ------------------------------------------------------------------------------
@@ -755,6 +628,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._report_error(exc)
         else:
             self.detector = det
+            self.vm.has_detector = True
             self.status.set("detector", det.name)
 
     def _rig_call(self, fn: Callable[..., Any], *args: Any,

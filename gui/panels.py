@@ -4,12 +4,12 @@ device panel and device status. They hold no logic beyond display; the window wi
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Qt, Signal
 
 from gui import imaging
+from gui.view_model import HistoryEntry
 from recordings import DetectedObject
 
 VERDICT_COLORS = {
@@ -20,6 +20,8 @@ VERDICT_COLORS = {
     "NOT-INSPECTED": ("#3b4a63", "#ffffff"),
     "ERROR": ("#8a1f8a", "#ffffff"),
     "SCANNING": ("#1f4f8a", "#ffffff"),
+    "PAUSED": ("#5b4a9e", "#ffffff"),
+    "ABORTING": ("#8a6100", "#ffffff"),
     "READY": ("#2a2e35", "#cfd3da"),
     "REPLAY": ("#2a2e35", "#cfd3da"),
 }
@@ -27,17 +29,6 @@ HISTORY_ROWS = 500
 
 
 # -- verdict -----------------------------------------------------------------------------------
-@dataclass
-class HistoryEntry:
-    time: str
-    sample_id: str
-    verdict: str
-    scratches: int
-    contaminants: int
-    cycle_s: float
-    path: str = ""
-
-
 class VerdictPanel(QtWidgets.QWidget):
     """Large PASS / FAIL, what it was about, and the shift so far."""
 
@@ -90,7 +81,8 @@ class VerdictPanel(QtWidgets.QWidget):
     def text(self) -> str:
         return self.verdict.text()
 
-    def add_history(self, entry: HistoryEntry) -> None:
+    def add_history(self, entry: HistoryEntry, shift: str) -> None:
+        """A new row on top; `shift` is the view model's summary of the shift so far."""
         self.entries.append(entry)
         self.table.insertRow(0)
         vals = [entry.time, entry.sample_id, entry.verdict, str(entry.scratches),
@@ -105,25 +97,12 @@ class VerdictPanel(QtWidgets.QWidget):
             self.table.setItem(0, col, item)
         while self.table.rowCount() > HISTORY_ROWS:
             self.table.removeRow(self.table.rowCount() - 1)
-        n = len(self.entries)
-        n_pass = sum(e.verdict == "PASS" for e in self.entries)
-        n_fail = sum(e.verdict == "FAIL" for e in self.entries)
-        other = n - n_pass - n_fail
-        done = [e.cycle_s for e in self.entries if e.verdict in ("PASS", "FAIL")]
-        mean = f", mean cycle {sum(done) / len(done):.1f} s" if done else ""
-        self.shift.setText(f"shift: {n} samples · {n_pass} PASS · {n_fail} FAIL"
-                           + (f" · {other} other" if other else "") + mean)
+        self.shift.setText(shift)
 
     def _activated(self, row: int, _col: int) -> None:
         item = self.table.item(row, 0)
         if item is not None and item.data(Qt.ItemDataRole.UserRole):
             self.history_activated.emit(item.data(Qt.ItemDataRole.UserRole))
-
-
-def history_entry(sample_id: str, verdict: str, scratches: int, contaminants: int,
-                  cycle_s: float, path: str = "") -> HistoryEntry:
-    return HistoryEntry(time.strftime("%H:%M:%S"), sample_id, verdict, scratches, contaminants,
-                        cycle_s, path)
 
 
 # -- detections table --------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 
 from gui import imaging
-from recordings import DetectedObject, Recording, RecordingError
+from gui.view_model import RecordingSummary
+from recordings import Recording, RecordingError
 from rig.layout import RoiGeometry
 
 log = logging.getLogger(__name__)
@@ -123,26 +124,6 @@ class LoadedRoi:
     heat: tuple[np.ndarray, float] | None = None  # probability overlay, raw px per cell
     source: str = "live"  # "live" or the recording path
     request: int = 0
-
-
-@dataclass
-class RecordingSummary:
-    """What the window needs to know about a recording, read once off the GUI thread."""
-
-    path: Path
-    sample_id: str
-    status: str
-    n_rois: int
-    recorded: list[int]
-    rois: list[RoiGeometry]  # every planned RoI (recorded ones from their attributes)
-    sample_mm: tuple[float, float, float]  # width, length, corner radius
-    verdict: str = ""
-    detector: str = ""
-    scratches: list[DetectedObject] = field(default_factory=list)
-    contaminants: list[DetectedObject] = field(default_factory=list)
-    timings_s: dict[str, float] = field(default_factory=dict)
-    created: str = ""
-    truth_defects: int = 0
 
 
 def summarize_recording(path: Path) -> RecordingSummary:
