@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from errors import EXIT_ERROR, EXIT_OK
+from errors import EXIT_ERROR, EXIT_OK, ModelError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,6 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per process (default 1; the card's figures used 1)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--engine", default="torch",
+                   help="inference engine: torch (default), onnxruntime, openvino or auto")
+    p.add_argument("--tile-px", type=int, default=None, metavar="PX",
+                   help="tile side in RAW px, a multiple of 64 (default: the model card's); "
+                        "3520 runs a full 3504 x 3120 RoI in one pass")
     p.add_argument("--records", type=Path, default=None, metavar="F",
                    help="also save the per-RoI records (JSON) to re-score without the network")
     p.add_argument("--from-records", type=Path, default=None, metavar="F",
@@ -124,13 +129,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
             records = run_detector(paths, args.model, device=args.device, threads=args.threads,
                                    workers=args.workers, overrides=over, params=params,
+                                   engine=args.engine, tile_px=args.tile_px,
                                    progress=progress)
             if args.records:
                 args.records.write_text(json.dumps(
                     {"model": str(args.model), "weights_sha256": card.weights_sha256,
                      "t_low": pp["t_low"], "min_high_px": pp["min_high_px"],
                      "records": [dataclasses.asdict(r) for r in records]}) + "\n")
-    except (RecordingError, ModelLoadError, OSError, ValueError, KeyError) as exc:
+    except (RecordingError, ModelError, OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     data = ", ".join(str(d) for d in args.data)

@@ -312,13 +312,17 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(model: str, device: str, threads: int, overrides: dict[str, Any],
-                 params: EvalParams) -> None:
+                 params: EvalParams, engine: str = "torch", tile_px: int | None = None) -> None:
     import torch
 
     from inference.detector import Detector
+    from inference.tiling import TilingParams
 
     torch.set_num_threads(threads)
-    det = Detector.from_file(model, device=device)
+    det = Detector.from_file(model, device=device, engine=engine, threads=threads)
+    if tile_px:
+        det.tiling = replace(det.tiling, tile=tile_px)
+        TilingParams(**det.tiling.to_dict())  # checked like a card's tiling
     if overrides:
         det.postprocess_params = replace(det.postprocess_params, **overrides)
     _WORKER.update(fn=detector_candidates(det), params=params)
@@ -330,14 +334,17 @@ def _worker_run(path: str) -> list[dict[str, Any]]:
 
 def run_detector(paths: Sequence[Path], model: str | Path, *, device: str = "cpu",
                  threads: int = 1, workers: int = 1, overrides: dict[str, Any] | None = None,
-                 params: EvalParams = EvalParams(),
+                 params: EvalParams = EvalParams(), engine: str = "torch",
+                 tile_px: int | None = None,
                  progress: Callable[[int, int, str], None] | None = None) -> list[RoiRecord]:
     """Records of every RoI of `paths`, in order. workers > 1: that many processes, each with
-    `threads` torch threads (results do not depend on the split)."""
+    `threads` threads (results do not depend on the split). `engine`, `tile_px`: run the
+    detector as a station would with those `[detector]` settings."""
     overrides = overrides or {}
     out: list[RoiRecord] = []
+    init = (str(model), device, threads, overrides, params, engine, tile_px)
     if workers <= 1:
-        _worker_init(str(model), device, threads, overrides, params)
+        _worker_init(*init)
         for k, p in enumerate(paths, 1):
             out += [RoiRecord.from_dict(asdict(r)) for r in
                     record_recording(Path(p), _WORKER["fn"], params)]
@@ -347,8 +354,7 @@ def run_detector(paths: Sequence[Path], model: str | Path, *, device: str = "cpu
     import multiprocessing as mp
 
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                             initializer=_worker_init,
-                             initargs=(str(model), device, threads, overrides, params)) as ex:
+                             initializer=_worker_init, initargs=init) as ex:
         for k, (p, recs) in enumerate(zip(paths, ex.map(_worker_run, [str(p) for p in paths]),
                                           strict=True), 1):
             out += [RoiRecord.from_dict(r) for r in recs]

@@ -72,7 +72,8 @@ class GrblSettings:
     homing_timeout_s: float = 60.0
     move_timeout_factor: float = 1.5
     move_timeout_margin_s: float = 1.0
-    poll_interval_s: float = 0.1          # '?' rate: GRBL asks for <= 5..10 Hz
+    poll_interval_s: float = 0.1          # '?' rate while moving: GRBL asks for <= 5..10 Hz
+    arrival_poll_s: float = 0.02          # '?' rate from just before a move's computed end
     position_tolerance_mm: float = 0.01
     hold_timeout_s: float = 300.0        # longest feed hold a wait tolerates
     work_offset_mm: tuple[float, float] | None = None   # G54 to set after homing (None: keep)
@@ -166,6 +167,7 @@ class GrblStage(Stage):
         self._target: tuple[float, float] | None = None
         self._eff_speed = self.settings.max_speed_mm_s
         self._eff_accel = self.settings.acceleration_mm_s2
+        self._arrival = 0.0  # monotonic time the queued moves should end (trapezoid times)
 
     # ------------------------------------------------------------------------------------
     # lifecycle
@@ -261,8 +263,11 @@ class GrblStage(Stage):
                                      factor=self.settings.move_timeout_factor,
                                      margin_s=self.settings.move_timeout_margin_s)
             line = gp.cmd_move(x, y, feed_mm_min=v * 60.0)
-            ticket = self._send(line, time.monotonic() + self.settings.command_timeout_s + move_t)
+            sent = time.monotonic()
+            ticket = self._send(line, sent + self.settings.command_timeout_s + move_t)
             self._queue.append(_QueuedMove(ticket, (x, y), move_t, line))
+            self._arrival = max(sent, self._arrival) + gp.trapezoid_time(dist, v,
+                                                                         self._eff_accel)
             self._target = (x, y)
             if wait:
                 self.wait_idle(timeout)
@@ -635,8 +640,18 @@ class GrblStage(Stage):
                     f"{timeout:.1f} s: {why}", port=self.port)
             if now >= next_poll:
                 self._link.write(gp.cmd_status_query())
-                next_poll = now + s.poll_interval_s
+                next_poll = self._next_poll(now)
             self._pump(min(deadline, next_poll))
+
+    def _next_poll(self, now: float) -> float:
+        """Status queries at the steady rate while a move runs, one lined up just before its
+        computed end and then at `arrival_poll_s`, so arrival is seen within ~20 ms without
+        querying fast for the whole move."""
+        s = self.settings
+        near = self._arrival - s.arrival_poll_s
+        if near <= now <= self._arrival + 1.0:  # long past the computed end: steady again
+            return now + s.arrival_poll_s
+        return min(now + s.poll_interval_s, near) if now < near else now + s.poll_interval_s
 
     def _idle_check(self, rep: gp.StatusReport, now: float, since: float | None,
                     grace: float) -> tuple[float, float] | None:

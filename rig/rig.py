@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rig.camera import Camera, DroppedFrame, Frame, open_camera
+from rig.camera import Camera, Frame, open_camera
 from rig.config import StationConfig
 from rig.grbl import GrblSettings, GrblStage
 from rig.interfaces import ManualLoading, RingLight, SampleHolder
@@ -30,6 +31,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SIM_PORT = "sim"
+SOFTWARE_LATENCY_S = 0.005  # software trigger -> exposure start, at most (USB/GigE command)
+
+
+def _sleep_until(t: float) -> None:
+    delay = t - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
 
 
 class Rig:
@@ -40,14 +48,13 @@ class Rig:
     """
 
     def __init__(self, cfg: StationConfig, stage: Stage, light: RingLight, camera: Camera,
-                 samples: SampleHolder | None = None, acquire_retries: int = 1,
+                 samples: SampleHolder | None = None,
                  on_close: Sequence[Callable[[], None]] = ()):
         self.cfg = cfg
         self.stage = stage
         self.light = light
         self.camera = camera
         self.samples: SampleHolder = samples if samples is not None else ManualLoading()
-        self.acquire_retries = acquire_retries
         self._on_close = list(on_close)
         self._calibration_id = ""
         self._layout: tuple[RoiGeometry, ...] = roi_layout(cfg)
@@ -97,47 +104,54 @@ class Rig:
     def move_to(self, xy_mm: tuple[float, float], timeout_s: float | None = None) -> None:
         self.stage.move_to(xy_mm[0], xy_mm[1], timeout=timeout_s)
 
-    def acquire_stack(self, states: Sequence[int], exposure_us: float, trigger: str,
-                      frame_timeout_s: float, on_frame: Callable[[Frame], None] | None = None
-                      ) -> list[Frame]:
-        """One frame per illumination state, in order. A dropped frame re-acquires the whole
-        stack (up to `acquire_retries` times); it is never patched with another frame."""
-        for attempt in range(self.acquire_retries + 1):
-            try:
-                return self._acquire_once(states, exposure_us, trigger, frame_timeout_s, on_frame)
-            except DroppedFrame as exc:
-                if attempt == self.acquire_retries:
-                    raise
-                log.warning("dropped frame (%s); re-acquiring the stack", exc)
-            finally:
-                with contextlib.suppress(Exception):
-                    self.light.all_off()
-        raise AssertionError("unreachable")
+    def start_move(self, xy_mm: tuple[float, float]) -> None:
+        """Queue a move and return at once (`wait_moved` waits for it)."""
+        self.stage.move_to(xy_mm[0], xy_mm[1], wait=False)
 
-    def _acquire_once(self, states: Sequence[int], exposure_us: float, trigger: str,
-                      frame_timeout_s: float, on_frame: Callable[[Frame], None] | None
-                      ) -> list[Frame]:
+    def wait_moved(self, timeout_s: float | None = None) -> None:
+        self.stage.wait_idle(timeout_s)
+
+    def acquire_stack(self, states: Sequence[int], exposure_us: float, trigger: str,
+                      frame_timeout_s: float, on_frame: Callable[[Frame], None] | None = None,
+                      on_exposed: Callable[[], None] | None = None) -> list[Frame]:
+        """One frame per illumination state, in order, with the lights off afterwards.
+
+        `on_exposed` is called once the last frame's exposure is over and its LEDs are off,
+        before that frame is read out: the scan starts the next move there. A lost or late
+        frame raises (`DroppedFrame`, `FrameTimeout`); the scan runner decides on a retake,
+        since only it knows where the stage is by then.
+        """
         if self.camera.settings.exposure_us != exposure_us:
             self.camera.configure(exposure_us=exposure_us)
         self.camera.arm(list(states))
-        frames = []
+        frames: list[Frame] = []
+        last = len(states) - 1
         try:
             if trigger == "hardware":  # the ring light fires the camera's Line1 at each step
                 self.light.arm(list(states))
-                for _ in states:
+                for i, _ in enumerate(states):
                     self.light.trigger()
+                    if i == last and on_exposed is not None:
+                        _sleep_until(self.light.step_done_at)
+                        on_exposed()
                     frames.append(self.camera.grab(frame_timeout_s))
                     if on_frame:
                         on_frame(frames[-1])
             else:
-                for state in states:
+                for i, state in enumerate(states):
                     self.light.select_state(state)
                     self.camera.trigger()
+                    if i == last and on_exposed is not None:
+                        _sleep_until(time.monotonic() + exposure_us * 1e-6 + SOFTWARE_LATENCY_S)
+                        self.light.all_off()
+                        on_exposed()
                     frames.append(self.camera.grab(frame_timeout_s))
                     if on_frame:
                         on_frame(frames[-1])
         finally:
             self.camera.disarm()
+            with contextlib.suppress(Exception):
+                self.light.all_off()
         return frames
 
     def make_safe(self) -> None:

@@ -356,6 +356,12 @@ class RingLight:
         self._check_reboot()
         return TriggerResult(step, state, now)
 
+    @property
+    def step_done_at(self) -> float:
+        """time.monotonic() by which the last fired step's LEDs are off (its exposure is over,
+        the stage may move); in the past when no step is running."""
+        return self._busy_until
+
     def _step_s(self) -> float:
         return (self._timing.settle_us + self._timing.hold_us) * 1e-6
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from rig.camera import DroppedFrame, Frame, FrameTimeout
 from rig.config import StationConfig
 from rig.layout import RoiGeometry, roi_layout
 
@@ -40,6 +41,8 @@ class ScanPlan:
     settle_s: float = 0.05
     pixel_size_mm: float = 0.0114
     frame_timeout_s: float = 2.0
+    retakes: int = 1
+    """How often a RoI whose stack lost a frame (dropped, or late) is taken again."""
 
     @property
     def azimuths_deg(self) -> tuple[float, ...]:
@@ -99,6 +102,15 @@ class RoiCaptured:
 
 
 @dataclass(frozen=True)
+class RoiRetake:
+    """A frame of this RoI was lost or late: the whole stack is taken again (never patched)."""
+
+    roi: RoiGeometry
+    attempt: int  # 1 for the first retake
+    error: Exception
+
+
+@dataclass(frozen=True)
 class ScanPaused:
     paused: bool
 
@@ -117,7 +129,8 @@ class ScanFinished:
     elapsed_s: float
 
 
-ScanEvent = RoiStarted | FrameCaptured | RoiCaptured | ScanPaused | ScanError | ScanFinished
+ScanEvent = (RoiStarted | FrameCaptured | RoiCaptured | RoiRetake | ScanPaused | ScanError
+             | ScanFinished)
 Subscriber = Callable[[ScanEvent], None]
 
 
@@ -179,12 +192,15 @@ class ScanRunner:
         captured: list[int] = []
         aborted = failed = False
         current: RoiGeometry | None = None
+        rois = self.plan.rois
+        moving = False  # the stage is already on its way to the RoI being started
         try:
-            for position, roi in enumerate(self.plan.rois):
+            for position, roi in enumerate(rois):
                 current = roi
                 self._safe_point()
-                self._emit(RoiStarted(roi, position, len(self.plan.rois)))
-                self._capture_roi(roi)
+                self._emit(RoiStarted(roi, position, len(rois)))
+                following = rois[position + 1] if position + 1 < len(rois) else None
+                moving = self._capture_roi(roi, following, moving)
                 captured.append(roi.index)
                 current = None
         except ScanAborted:
@@ -202,25 +218,54 @@ class ScanRunner:
         self._emit(finished)
         return finished
 
-    def _capture_roi(self, roi: RoiGeometry) -> None:
+    def _capture_roi(self, roi: RoiGeometry, following: RoiGeometry | None,
+                     moving: bool) -> bool:
+        """Move (or finish the move already under way), settle once, take the stack. The move
+        to `following` starts as soon as the last frame is exposed and its LEDs are off, so
+        readout, transfer and recording overlap it. Returns whether that move was started."""
         plan = self.plan
-        t0 = time.monotonic()
-        self.rig.move_to(roi.stage_xy_mm)  # its timeout follows from distance, speed, acceleration
-        time.sleep(plan.settle_s)  # the only settle: the stage driver does not add one
-        t1 = time.monotonic()
-        self._safe_point()
+        started: list[RoiGeometry] = []  # the move to `following`, once started
 
-        def on_frame(frame) -> None:
+        def on_exposed() -> None:
+            if following is not None and not self._abort.is_set() \
+                    and self._running.is_set():  # paused: stay here until resumed
+                self.rig.start_move(following.stage_xy_mm)
+                started.append(following)
+
+        def on_frame(frame: Frame) -> None:
             self._emit(FrameCaptured(roi, frame.state, frame.frame_id, frame.image))
             if self._abort.is_set():
                 raise ScanAborted
 
-        frames = self.rig.acquire_stack(plan.states, plan.exposure_us, plan.trigger,
-                                        plan.frame_timeout_s, on_frame=on_frame)
-        stack = np.stack([f.image for f in frames])
-        self._emit(RoiCaptured(
-            roi=roi, stack=stack, stage_xy_mm=roi.stage_xy_mm,
-            timestamps_s=tuple(f.timestamp_s for f in frames),
-            frame_ids=tuple(f.frame_id for f in frames),
-            move_s=t1 - t0, acquire_s=time.monotonic() - t1,
-        ))
+        for attempt in range(plan.retakes + 1):
+            t0 = time.monotonic()
+            if moving:
+                self.rig.wait_moved()
+            else:  # its timeout follows from distance, speed and acceleration
+                self.rig.move_to(roi.stage_xy_mm)
+            time.sleep(plan.settle_s)  # the only settle: the stage driver does not add one
+            t1 = time.monotonic()
+            self._safe_point()
+            started.clear()
+            try:
+                frames = self.rig.acquire_stack(plan.states, plan.exposure_us, plan.trigger,
+                                                plan.frame_timeout_s, on_frame=on_frame,
+                                                on_exposed=on_exposed)
+            except (DroppedFrame, FrameTimeout) as exc:
+                if attempt == plan.retakes:
+                    raise
+                log.warning("RoI %02d: %s; taking it again", roi.index, exc)
+                self._emit(RoiRetake(roi, attempt + 1, exc))
+                if started:  # on its way to the next RoI: let it arrive, then come back
+                    self.rig.wait_moved()
+                moving = False
+                continue
+            stack = np.stack([f.image for f in frames])
+            self._emit(RoiCaptured(
+                roi=roi, stack=stack, stage_xy_mm=roi.stage_xy_mm,
+                timestamps_s=tuple(f.timestamp_s for f in frames),
+                frame_ids=tuple(f.frame_id for f in frames),
+                move_s=t1 - t0, acquire_s=time.monotonic() - t1,
+            ))
+            return bool(started)
+        raise AssertionError("unreachable")

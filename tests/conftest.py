@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import faulthandler
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -15,6 +17,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # One engine cache per test session (inference/engines.py), inherited by subprocesses: tests
 # never read or write the user's cache.
 os.environ["DARKFIELD_CACHE_DIR"] = tempfile.mkdtemp(prefix="darkfield-engine-cache-")
+atexit.register(shutil.rmtree, os.environ["DARKFIELD_CACHE_DIR"], ignore_errors=True)
 
 from rig.config import StationConfig, load_config  # noqa: E402
 

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
 import recordings as R
 from inspection import QUEUE_DEPTH, InspectionRun, RoiRecorded
+from rig.camera import DroppedFrame, FrameTimeout
 from rig.layout import roi_layout
 from rig.rig import build_rig
-from rig.scan import FrameCaptured, RoiCaptured, RoiStarted, ScanFinished, ScanPlan, ScanRunner
+from rig.scan import (
+    FrameCaptured,
+    RoiCaptured,
+    RoiRetake,
+    RoiStarted,
+    ScanError,
+    ScanFinished,
+    ScanPlan,
+    ScanRunner,
+)
 from tests.conftest import fast_sim_config
 
 
@@ -156,3 +167,79 @@ def test_layout_png_and_overlap(tmp_path: Path) -> None:
     assert min(grid_overlap_px(roi_layout(cfg))) >= cfg.scan.min_overlap_px
     draw_layout(cfg, tmp_path / "layout.png")
     assert (tmp_path / "layout.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pipelined_scan_never_exposes_while_moving_or_before_settle() -> None:
+    """Real time: the next move starts once the last frame is exposed (it overlaps readout),
+    and no exposure of any frame overlaps a motion or starts before the settle time."""
+    cfg = fast_sim_config(realtime=True)
+    triggers, captured_at = [], {}
+    with build_rig(cfg) as rig:
+        rig.samples.load_virtual_sample(6)
+        bench = rig.samples.state
+        bench.add_trigger_hook(lambda _state: triggers.append(bench.last_trigger))
+        plan = ScanPlan.from_config(cfg, "PIPE", only_rois=[0, 1, 2, 3])
+        runner = ScanRunner(rig, plan)
+        runner.subscribe(lambda e: captured_at.setdefault(e.roi.index, time.monotonic())
+                         if isinstance(e, RoiCaptured) else None)
+        assert runner.run().captured == (0, 1, 2, 3)
+        motions = [tuple(m) for m in bench.motion_log]
+    exposure_s = cfg.camera.exposure_us * 1e-6
+    assert len(triggers) == 24 and not any(t.stage_moving for t in triggers)
+    for t in triggers:
+        for start, end in motions:
+            assert not (t.time < end and t.time + exposure_s > start), (t, start, end)
+        ended = [end for _, end in motions if end <= t.time]
+        assert ended and t.time - max(ended) >= cfg.stage.settle_s - 0.002
+    # the move to the next RoI started before the previous RoI's last frame was read out
+    starts = sorted(start for start, _ in motions)
+    assert sum(any(captured_at[i] > s > triggers[6 * i + 5].time for s in starts)
+               for i in range(3)) == 3
+
+
+def test_a_dropped_or_late_frame_retakes_the_roi(sim_config) -> None:
+    events = []
+    with build_rig(sim_config) as rig:
+        rig.samples.load_virtual_sample(7)
+        plan = ScanPlan.from_config(sim_config, "DROP", only_rois=[0, 1, 2])
+        runner = ScanRunner(rig, plan)
+
+        faults = {(1, 4), (2, 1)}  # once each
+
+        def on_event(event) -> None:
+            events.append(event)
+            if isinstance(event, FrameCaptured) and (event.roi.index, event.state) in faults:
+                faults.remove((event.roi.index, event.state))
+                # lost in transfer: the grab waiting for it times out (one trigger per grab)
+                rig.camera.inject_fault("drop")
+
+        runner.subscribe(on_event)
+        finished = runner.run()
+    assert finished.captured == (0, 1, 2) and not finished.failed
+    retakes = [e for e in events if isinstance(e, RoiRetake)]
+    assert [(r.roi.index, type(r.error).__name__) for r in retakes] == [
+        (1, "FrameTimeout"), (2, "FrameTimeout")]
+    stacks = {e.roi.index: e for e in events if isinstance(e, RoiCaptured)}
+    for s in stacks.values():  # every kept stack: six consecutive frames, states in order
+        assert np.all(np.diff(s.frame_ids) == 1)
+    assert [e.roi.index for e in events if isinstance(e, RoiCaptured)] == [0, 1, 2]
+
+
+def test_a_frame_lost_twice_fails_the_scan_with_the_camera_error(sim_config) -> None:
+    with build_rig(sim_config) as rig:
+        rig.samples.load_virtual_sample(8)
+        plan = ScanPlan.from_config(sim_config, "DROP2", only_rois=[0, 1])
+        runner = ScanRunner(rig, plan)
+        errors = []
+
+        def on_event(event) -> None:
+            if isinstance(event, RoiStarted) and event.roi.index == 1:
+                rig.camera.inject_fault("drop", count=20)
+            if isinstance(event, ScanError):
+                errors.append(event)
+
+        runner.subscribe(on_event)
+        finished = runner.run()
+    assert finished.failed and finished.captured == (0,)
+    assert errors and errors[0].roi.index == 1
+    assert isinstance(errors[0].error, (DroppedFrame, FrameTimeout))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -46,6 +47,7 @@ class TriggerEvent:
     stage_xy_mm: tuple[float, float]
     time: float                             # time.monotonic() of the rising edge
     pulse_s: float
+    stage_moving: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,22 @@ class BenchState:
     lit_state: int | None = None
     last_trigger: TriggerEvent | None = None
     trigger_count: int = 0
+    # [start, end] of every stage motion (end None while moving), newest last: what tests
+    # check exposures against
+    motion_log: deque[list[float | None]] = field(default_factory=lambda: deque(maxlen=1000),
+                                                  repr=False, compare=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     _hooks: list[TriggerHook] = field(default_factory=list, repr=False, compare=False)
 
     # -- stage ------------------------------------------------------------------------------
     def set_stage(self, x: float, y: float, moving: bool = False) -> None:
         with self._lock:
+            if bool(moving) != self.stage_moving:
+                now = time.monotonic()
+                if moving:
+                    self.motion_log.append([now, None])
+                elif self.motion_log:
+                    self.motion_log[-1][1] = now
             self.stage_xy_mm = (float(x), float(y))
             self.stage_moving = bool(moving)
 
@@ -117,7 +129,8 @@ class BenchState:
         """Called by the ring light at the trigger pulse: record it, then call every hook."""
         with self._lock:
             event = TriggerEvent(state, step, sequence_length, self.facet_levels,
-                                 self.stage_xy_mm, time.monotonic(), pulse_s)
+                                 self.stage_xy_mm, time.monotonic(), pulse_s,
+                                 self.stage_moving)
             self.last_trigger = event
             self.trigger_count += 1
             hooks = list(self._hooks)
