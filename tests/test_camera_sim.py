@@ -275,6 +275,49 @@ def test_renders_the_optics_model_for_each_lit_state(bench):
     assert not np.array_equal(frames[0].image, frames[3].image)
 
 
+def test_render_ahead_frames_are_the_frames_the_trigger_would_render(bench):
+    """A move announces its target; the camera renders the next stack there in the background
+    (frame ids of the next arm, levels last seen per state). At the triggers those frames are
+    used, bit-identical to rendering on demand; a stack somewhere else is rendered on demand."""
+    optics = pytest.importorskip("world.optics")
+    from world.sample import make_sample
+
+    sample = make_sample(5)
+    w, h = 384, 256
+
+    def take_stack(cam) -> list:
+        cam.arm()
+        for k in range(6):
+            light(bench, k)
+            bench.fire_trigger(k, step=k, sequence_length=6)
+        frames = [cam.grab() for _ in range(6)]
+        cam.disarm()
+        return frames
+
+    with SimCamera(bench=bench, sample=sample, realtime=False) as cam:
+        cam.configure(AcquisitionSettings(trigger="hardware", width=w, height=h))
+        bench.set_stage(50.0, 80.0)
+        take_stack(cam)  # the states' levels are seen once
+        assert cam.ahead_hits == 0
+        bench.announce_target(52.0, 81.0)
+        deadline = time.monotonic() + 20
+        while len(cam._ahead) < 6 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        bench.set_stage(52.0, 81.0)
+        ahead = take_stack(cam)
+        assert cam.ahead_hits == 6
+        bench.announce_target(60.0, 90.0)  # announced, but the stage stops elsewhere
+        bench.set_stage(61.0, 91.0)
+        elsewhere = take_stack(cam)
+        assert cam.ahead_hits == 6
+    r = optics.get_renderer(sample, (w, h), 0.0114)
+    for frames in (ahead, elsewhere):
+        origin = frames[0].meta["origin_px"]
+        for k, f in enumerate(frames):
+            assert np.array_equal(f.image, r.render(origin, k, frame_counter=k,
+                                                    exposure_us=20000.0))
+
+
 def test_free_running_live_view_and_overrun():
     with SimCamera(renderer=marker_renderer) as cam:
         cam.configure(AcquisitionSettings(trigger="off", **{**FAST, "exposure_us": 20000.0,

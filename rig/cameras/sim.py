@@ -18,13 +18,14 @@ The renderer is pluggable (`FrameRenderer`); by default it is the optics model o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 SIM_SERIAL = "SIM-0001"
 N_FACETS = 12
+N_STATES = 6
 SIM_PIXEL_FORMATS = ("BayerGR12",)
 MAX_WIDTH, MAX_HEIGHT = 8192, 8192
 DEFAULT_SAMPLE_ORIGIN_MM = (20.0, 20.0)  # stage position that puts the sample corner on axis
@@ -305,6 +307,14 @@ class SimCamera(Camera):
         self._worker: threading.Thread | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._ticker: threading.Thread | None = None
+        # render-ahead (see _render_ahead): frames rendered during a move, by request
+        self._render_lock = threading.Lock()  # one render at a time (the renderer's caches)
+        self._ahead: dict[tuple[Any, ...], np.ndarray] = {}
+        self._ahead_jobs: queue.Queue[tuple[float, float] | None] = queue.Queue()
+        self._ahead_worker: threading.Thread | None = None
+        self._unsubscribe_motion: Callable[[], None] | None = None
+        self._seen_levels: dict[int, tuple[int, ...]] = {}  # facet levels each state was lit at
+        self.ahead_hits = 0  # exposures served from render-ahead (for tests and benchmarks)
 
     # -- faults ------------------------------------------------------------------------------
     def inject_fault(self, fault: Fault, count: int = 1, stall_s: float = 5.0) -> None:
@@ -346,6 +356,13 @@ class SimCamera(Camera):
         if self.renderer is None:
             self.renderer = self._default_renderer()
         self._settings = AcquisitionSettings(trigger="software", readout_s=0.06)
+        if hasattr(self.bench, "add_motion_hook"):
+            self._ahead_jobs = queue.Queue()
+            self._ahead_worker = threading.Thread(target=self._render_ahead,
+                                                  args=(self._ahead_jobs,),
+                                                  name="sim-camera-render-ahead", daemon=True)
+            self._ahead_worker.start()
+            self._unsubscribe_motion = self.bench.add_motion_hook(self._on_stage_target)
         return list_cameras()[0]
 
     def _default_renderer(self) -> FrameRenderer:
@@ -357,6 +374,78 @@ class SimCamera(Camera):
 
     def _close(self) -> None:
         self._stop_worker()
+        if self._unsubscribe_motion is not None:
+            self._unsubscribe_motion()
+            self._unsubscribe_motion = None
+        if self._ahead_worker is not None:
+            self._ahead_jobs.put(None)
+            self._ahead_worker.join(timeout=10)
+            self._ahead_worker = None
+        self._ahead.clear()
+
+    # -- render-ahead ------------------------------------------------------------------------
+    # The simulator's own cost, not the camera's: rendering a full frame takes about as long as
+    # exposure + readout. The stage emulator announces each move's target as it starts; this
+    # worker renders the next stack there (frame ids 0.. of the next arm, the states and facet
+    # levels last seen), so the exposure at the trigger finds its frame ready. A frame is only
+    # used when its whole request (position, levels, state, settings, sample, renderer) is the
+    # one the trigger makes; otherwise it is rendered then. Delivery keeps the camera's timing.
+    def _on_stage_target(self, xy_mm: tuple[float, float]) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:  # only the newest target matters
+                self._ahead_jobs.get_nowait()
+        self._ahead_jobs.put(xy_mm)
+
+    def _render_ahead(self, jobs: queue.Queue[tuple[float, float] | None]) -> None:
+        while (xy := jobs.get()) is not None:
+            states = self._states or tuple(range(N_STATES))
+            for frame_id, state in enumerate(states):
+                levels = self._seen_levels.get(state)
+                if levels is None or not jobs.empty():
+                    break  # never lit yet, or the stage is already going elsewhere
+                try:
+                    request = self._request(frame_id, _BenchView(xy, levels, state),
+                                            self._current_sample(), self._settings)
+                    key = self._ahead_key(request)
+                    with self._render_lock:
+                        if key not in self._ahead:
+                            self._ahead[key] = self._render(request)
+                            while len(self._ahead) > 2 * N_STATES:
+                                self._ahead.pop(next(iter(self._ahead)))
+                except Exception:  # noqa: BLE001 - the trigger renders it then
+                    log.debug("render-ahead of frame %d failed", frame_id, exc_info=True)
+                    break
+
+    def _ahead_key(self, request: RenderRequest) -> tuple[Any, ...]:
+        return (replace(request, sample=None), id(request.sample), id(self.renderer))
+
+    def _request(self, frame_id: int, view: _BenchView, sample: Any,
+                 s: AcquisitionSettings) -> RenderRequest:
+        shape = (s.height or 0, s.width or 0)
+        origin, pixel_size, frac = self.frame_geometry(view.stage_xy_mm, shape)
+        return RenderRequest(
+            frame_id=frame_id, shape=shape, origin_px=origin,
+            stage_xy_mm=view.stage_xy_mm, facet_levels=view.facet_levels, state=view.state,
+            exposure_us=float(s.exposure_us or 0), gain_db=float(s.gain_db or 0),
+            pixel_size_mm=pixel_size, sample=sample, subpixel_px=frac)
+
+    def _render(self, request: RenderRequest) -> np.ndarray:
+        assert self.renderer is not None
+        image = np.asarray(self.renderer(request))
+        if image.shape != request.shape or image.dtype != np.uint16:
+            raise CameraError(f"renderer returned {image.dtype} {image.shape}, "
+                              f"expected uint16 {request.shape}")
+        return image
+
+    def _frame_for(self, request: RenderRequest) -> np.ndarray:
+        """The exposure's frame: rendered ahead when it was, else now."""
+        key = self._ahead_key(request)
+        with self._render_lock:
+            image = self._ahead.pop(key, None)
+            if image is not None:
+                self.ahead_hits += 1
+                return image
+            return self._render(request)
 
     # -- settings ----------------------------------------------------------------------------
     def _apply(self, s: AcquisitionSettings) -> AcquisitionSettings:
@@ -502,25 +591,16 @@ class SimCamera(Camera):
         while (exp := pending.get()) is not None and not stop.is_set():
             try:
                 s = exp.settings
-                shape = (s.height or 0, s.width or 0)
-                origin, pixel_size, frac = self.frame_geometry(exp.view.stage_xy_mm, shape)
-                request = RenderRequest(
-                    frame_id=exp.frame_id, shape=shape, origin_px=origin,
-                    stage_xy_mm=exp.view.stage_xy_mm, facet_levels=exp.view.facet_levels,
-                    state=exp.view.state,
-                    exposure_us=float(s.exposure_us or 0), gain_db=float(s.gain_db or 0),
-                    pixel_size_mm=pixel_size, sample=exp.sample, subpixel_px=frac)
-                assert self.renderer is not None
-                image = np.asarray(self.renderer(request))
-                if image.shape != shape or image.dtype != np.uint16:
-                    raise CameraError(f"renderer returned {image.dtype} {image.shape}, "
-                                      f"expected uint16 {shape}")
+                request = self._request(exp.frame_id, exp.view, exp.sample, s)
+                if exp.view.state is not None:
+                    self._seen_levels[exp.view.state] = exp.view.facet_levels
+                image = self._frame_for(request)
                 meta: dict[str, Any] = {"stage_xy_mm": request.stage_xy_mm,
                                         "facet_levels": request.facet_levels,
                                         "origin_px": request.origin_px}
                 if self.imperfections is not None:  # where the frame truly is (sim only)
-                    meta["true_pixel_size_mm"] = pixel_size
-                    meta["subpixel_px"] = frac
+                    meta["true_pixel_size_mm"] = request.pixel_size_mm
+                    meta["subpixel_px"] = request.subpixel_px
                 if self.realtime:
                     due = exp.t_trigger + (s.exposure_us or 0) * 1e-6 + s.readout_s
                     delay = due - time.monotonic() + (exp.stall_s if exp.fault == "stall" else 0)

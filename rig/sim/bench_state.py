@@ -27,6 +27,7 @@ NUM_STATES = 6
 LEVEL_MAX = 255
 
 TriggerHook = Callable[[int], None]
+MotionHook = Callable[[tuple[float, float]], None]
 
 
 def facets_of_state(state: int) -> tuple[int, int]:
@@ -75,6 +76,7 @@ class BenchState:
                                                   repr=False, compare=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     _hooks: list[TriggerHook] = field(default_factory=list, repr=False, compare=False)
+    _motion_hooks: list[MotionHook] = field(default_factory=list, repr=False, compare=False)
 
     # -- stage ------------------------------------------------------------------------------
     def set_stage(self, x: float, y: float, moving: bool = False) -> None:
@@ -87,6 +89,29 @@ class BenchState:
                     self.motion_log[-1][1] = now
             self.stage_xy_mm = (float(x), float(y))
             self.stage_moving = bool(moving)
+
+    def add_motion_hook(self, hook: MotionHook) -> Callable[[], None]:
+        """Subscribe ``hook(target_xy_mm)``, called as each move starts with where it ends (the
+        simulated camera renders ahead there); returns the unsubscriber."""
+        with self._lock:
+            self._motion_hooks.append(hook)
+
+        def remove() -> None:
+            with self._lock:
+                if hook in self._motion_hooks:
+                    self._motion_hooks.remove(hook)
+
+        return remove
+
+    def announce_target(self, x: float, y: float) -> None:
+        """Called by the stage emulator when a move starts."""
+        with self._lock:
+            hooks = list(self._motion_hooks)
+        for hook in hooks:
+            try:
+                hook((float(x), float(y)))
+            except Exception:
+                log.exception("motion hook %r failed", hook)
 
     # -- lights -----------------------------------------------------------------------------
     def set_lights(self, facet_levels: tuple[int, ...], lit_state: int | None) -> None:

@@ -366,6 +366,9 @@ class GrblEmulator(PtyDevice):
         feed = math.inf if block.rapid else block.feed_mm_min / 60.0
         v, a = gp.axis_limited(unit, feed, rates, accels)
         ts = self.config.time_scale
+        if self.bench is not None:  # where this move ends, exactly as _publish will report it
+            end = _sub(block.target, self._bench_origin)
+            self.bench.announce_target(end[0], end[1])
         return _Trapezoid(self._phys, block.target, v / ts, a / ts ** 2, t0, v * 60.0)
 
     def _stop_motion(self, now: float) -> None:
