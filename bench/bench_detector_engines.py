@@ -1,10 +1,11 @@
 """Every inference engine side by side on one full-size simulated RoI (3504 x 3120).
 
-For each thread count: seconds per `Detector.detect_roi` (network + post-processing + typing,
-the card's 1024 px tiles) per engine, the ratio to one plain fp32 channels-last PyTorch forward
-of the whole padded frame measured in the same run, and each engine's agreement with the
-PyTorch detector: max |p - p_torch| on truth scratch pixels and whether the verdict and the
-object boxes are the same. Prints the CPU's instruction set beside the figures.
+For each thread count: seconds per `Detector.detect_roi` (network + post-processing + typing)
+per engine, with the card's 1024 px tiles and in one whole-frame pass (`[detector] tile_px =
+3520`), the ratio to one plain fp32 channels-last PyTorch forward of the whole padded frame
+measured in the same run, and each one's agreement with the PyTorch detector on the card's
+tiles: max |p - p_torch| on truth scratch pixels and whether the verdict and the object boxes
+are the same. Prints the CPU's instruction set beside the figures.
 
     .venv/bin/python bench/bench_detector_engines.py [--threads 1 2] [--repeat 2] [--json]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -24,6 +26,8 @@ from inference import engines as E
 from inference.detector import DEFAULT_MODEL, Detector
 from inference.preprocess import RawScaling
 from inference.tiling import network_input
+
+WHOLE_FRAME_TILE_PX = 3520  # >= 3504: one tile, padded to 3136 x 3520
 
 
 def best_of(fn, repeat: int) -> float:
@@ -67,30 +71,37 @@ def main() -> None:
         ref_roi = ref.detect_roi(stack, 0, origin)
         ref_res = ref.sample_results([ref_roi])
         print(f"\n{threads} thread(s): plain fp32 whole-frame PyTorch forward {plain:.2f} s")
-        print(f"  {'engine':<20} {'s/RoI':>7} {'x plain':>8} {'max|dp| scratch':>16} "
+        print(f"  {'engine, tiling':<20} {'s/RoI':>7} {'x plain':>8} {'max|dp| scratch':>16} "
               f"{'same objects':>13}")
-        for name, precision in candidates:
-            if name == "torch":
-                det = ref
-            else:
-                det = Detector.from_file(DEFAULT_MODEL, threads=threads)
-                det._net = E.build_engine(name, det.model, det.card.weights_sha256, threads,
-                                          precision)
-                det.channels_last, det.compiled = det._net.channels_last, det._net.fixed_batch
-            seconds = best_of(lambda d=det: d.detect_roi(stack, 0, origin), args.repeat)
-            roi = det.detect_roi(stack, 0, origin)
-            res = det.sample_results([roi])
-            dp = float(np.abs(roi.probability - ref_roi.probability)[scratch].max())
-            same = (res.verdict == ref_res.verdict
-                    and [o.box_px for o in res.scratches] == [o.box_px for o in ref_res.scratches]
-                    and [o.box_px for o in res.contaminants]
-                    == [o.box_px for o in ref_res.contaminants])
-            label = f"{name} {precision}"
-            print(f"  {label:<20} {seconds:7.2f} {seconds / plain:8.2f} {dp:16.2e} "
-                  f"{'yes' if same else 'NO':>13}")
-            rows.append({"threads": threads, "engine": label, "s_per_roi": round(seconds, 3),
-                         "plain_forward_s": round(plain, 3), "ratio": round(seconds / plain, 3),
-                         "max_dp_scratch": dp, "same_objects": same})
+        for tile in (ref.tiling.tile, WHOLE_FRAME_TILE_PX):
+            for name, precision in candidates:
+                if name == "torch" and tile == ref.tiling.tile:
+                    det = ref
+                else:
+                    det = Detector.from_file(DEFAULT_MODEL, engine="torch", threads=threads)
+                    if name != "torch":
+                        det._net = E.build_engine(name, det.model, det.card.weights_sha256,
+                                                  threads, precision)
+                        det.channels_last = det._net.channels_last
+                        det.compiled = det._net.fixed_batch
+                    det.tiling = replace(det.tiling, tile=tile)
+                seconds = best_of(lambda d=det: d.detect_roi(stack, 0, origin), args.repeat)
+                roi = det.detect_roi(stack, 0, origin)
+                res = det.sample_results([roi])
+                dp = float(np.abs(roi.probability - ref_roi.probability)[scratch].max())
+                same = (res.verdict == ref_res.verdict
+                        and [o.box_px for o in res.scratches]
+                        == [o.box_px for o in ref_res.scratches]
+                        and [o.box_px for o in res.contaminants]
+                        == [o.box_px for o in ref_res.contaminants])
+                label = f"{name} {precision} " + ("tiles" if tile != WHOLE_FRAME_TILE_PX
+                                                  else "whole")
+                print(f"  {label:<20} {seconds:7.2f} {seconds / plain:8.2f} {dp:16.2e} "
+                      f"{'yes' if same else 'NO':>13}")
+                rows.append({"threads": threads, "engine": label, "tile_px": tile,
+                             "s_per_roi": round(seconds, 3), "plain_forward_s": round(plain, 3),
+                             "ratio": round(seconds / plain, 3), "max_dp_scratch": dp,
+                             "same_objects": same})
     if args.json:
         print(json.dumps({"cpu": E.instruction_set(), "rows": rows}, indent=2))
 

@@ -27,7 +27,7 @@ from errors import ModelError
 from inference.model import NestedUNet, UNetConfig
 from inference.postprocess import Detection, PostprocessParams, postprocess
 from inference.preprocess import RawScaling
-from inference.tiling import TilingParams, predict_tiled
+from inference.tiling import PAPER_TILE_PX, TilingParams, predict_tiled
 from recordings import DetectedObject, DetectionResults, verdict_of
 
 CARD_FORMAT = "darkfield-detector-card"
@@ -358,10 +358,9 @@ class Detector:
         from inference.engines import build_engine, choose_engine
 
         sha = self.card.weights_sha256
-        if engine == "auto":
-            half = self.tiling.tile // 2
-            net, choice = choose_engine(self.model, sha, (self.tiling.batch_size,
-                                                          self.model.config.in_channels,
+        if engine == "auto":  # ranked on one tile of at most the card's size: quick to time,
+            half = min(self.tiling.tile, PAPER_TILE_PX) // 2  # and the ranking carries over
+            net, choice = choose_engine(self.model, sha, (1, self.model.config.in_channels,
                                                           half, half), threads)
         else:
             net = build_engine(engine, self.model, sha, threads)

@@ -172,7 +172,8 @@ def predict_tiled(model: ModelFn, stack: np.ndarray, params: TilingParams = Tili
 
     model: NestedUNet or any callable (N, 24, h, w) -> (N, 1, h, w) or a list, finest first.
     amp_dtype: e.g. torch.bfloat16 for autocast (CUDA); channels_last: NHWC input;
-    fixed_batch: pad the last batch to batch_size so a compiled model sees one shape only.
+    fixed_batch: pad the last batch to the others' size so a compiled model sees one shape
+    per frame size.
     """
     stack = np.asarray(stack)
     scaling = scaling or RawScaling()
@@ -203,8 +204,9 @@ def predict_tiled(model: ModelFn, stack: np.ndarray, params: TilingParams = Tili
                 x = torch.stack([frame[:, lay.rows[i] // 2:lay.rows[i] // 2 + th2,
                                        lay.cols[j] // 2:lay.cols[j] // 2 + tw2]
                                  for i, j in batch])
-            if fixed_batch and len(batch) < params.batch_size:
-                x = torch.cat([x, x[-1:].expand(params.batch_size - len(batch), -1, -1, -1)])
+            full = min(params.batch_size, len(boxes))  # one shape per frame size, no waste
+            if fixed_batch and len(batch) < full:
+                x = torch.cat([x, x[-1:].expand(full - len(batch), -1, -1, -1)])
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast:

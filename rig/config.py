@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from errors import ConfigError
 
-BUNDLED_PROFILES = ("sim",)
+BUNDLED_PROFILES = ("sim", "fast")
 
 
 class _Section(BaseModel):
@@ -211,7 +211,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> StationConfig:
 
 
 def load_config(path: str | Path | None = None) -> StationConfig:
-    """Load a station TOML file, or the bundled `sim` profile when `path` is None or "sim"."""
+    """Load a station TOML file, or a bundled profile (`sim` when `path` is None)."""
     if path is None or str(path) in BUNDLED_PROFILES:
         name = "sim" if path is None else str(path)
         text = resources.files("rig.profiles").joinpath(f"{name}.toml").read_text()
