@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SIM_PORT = "sim"
 SOFTWARE_LATENCY_S = 0.005  # software trigger -> exposure start, at most (USB/GigE command)
+FRAME_GUARD_S = 0.001  # between one frame's readout end and the next exposure (board-paced)
 
 
 def _sleep_until(t: float) -> None:
@@ -129,12 +130,19 @@ class Rig:
         try:
             if trigger == "hardware":  # the ring light fires the camera's Line1 at each step
                 self.light.arm(list(states))
+                # firmware 1.1+: the board paces the whole stack (one frame period apart), no
+                # host round trip per frame; older firmware: one TRIG per frame
+                period = exposure_us * 1e-6 + self.camera.settings.readout_s + FRAME_GUARD_S
+                sequenced = self.light.can_run
+                if sequenced:
+                    self.light.run(period)
                 for i, _ in enumerate(states):
-                    self.light.trigger()
+                    if not sequenced:
+                        self.light.trigger()
                     if i == last and on_exposed is not None:
                         _sleep_until(self.light.step_done_at)
                         on_exposed()
-                    frames.append(self.camera.grab(frame_timeout_s))
+                    frames.append(self.camera.grab(frame_timeout_s + period))
                     if on_frame:
                         on_frame(frames[-1])
             else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -280,6 +281,9 @@ class RingLight:
     def arm(self, states: int | Sequence[int]) -> tuple[int, ...]:
         """Arm a sequence: ``6`` means states 0..5, or give the states in order."""
         seq = rp.default_sequence(states) if isinstance(states, int) else tuple(states)
+        wait = self._busy_until - time.monotonic()  # the last step's LEDs still lit
+        if wait > 0:
+            time.sleep(wait)
         reply = self._transact(rp.cmd_arm(seq), Command.ARM)
         self._sequence = tuple(int(v) for v in reply.args[1:])
         self._fired = 0
@@ -355,6 +359,61 @@ class RingLight:
         self._busy_until = now + self._step_s() + 0.002   # + the board's own latency
         self._check_reboot()
         return TriggerResult(step, state, now)
+
+    @property
+    def can_run(self) -> bool:
+        """The firmware sequences a whole stack itself (RUN, firmware 1.1 and later)."""
+        ident = self.identity
+        if ident is None:
+            return False
+        try:
+            version = tuple(int(v) for v in ident.firmware.split(".")[:2])
+        except ValueError:
+            return False
+        return version >= rp.RUN_SINCE_FIRMWARE
+
+    def run(self, period_s: float) -> TriggerResult:
+        """Fire every remaining armed step from the board's timer, one every `period_s` (at
+        least one step, settle + hold; rounded up to its tick), without a host round trip per
+        frame. Returns the first step; `step_done_at` is when the last one's LEDs go off."""
+        with self._lock:
+            self._link.require_open()
+            if self._sequence is None or self._fired >= len(self._sequence):
+                raise RingLightStateError("run() without an armed sequence (or with every step "
+                                          "fired): call arm() first", port=self.port)
+            if not self.can_run:
+                raise RingLightStateError(
+                    f"the ring light on {self.port} runs firmware "
+                    f"{self.identity.firmware if self.identity else '?'}, which has no RUN "
+                    "command: flash firmware/ringlight/ringlight.ino (1.1 or later) or trigger "
+                    "step by step", port=self.port)
+            self._poll_unsolicited()
+            self._check_reboot()
+            wait = self._busy_until - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            step_us = self._timing.settle_us + self._timing.hold_us
+            period_us = rp.round_to_tick(max(step_us, int(math.ceil(period_s * 1e6))))
+            expected, left = self._fired, len(self._sequence) - self._fired
+            try:
+                self._request(rp.cmd_run(period_us), Command.RUN,
+                              self.settings.command_timeout_s)
+            except (_NoReply, _Garbled):
+                log.warning("ring light on %s: RUN reply lost; checking STATUS", self.port)
+                self._resync()
+                st = rp.parse_status(self._transact(rp.cmd_status(), Command.STATUS))
+                if st.step == expected and st.mode == Mode.ARMED:  # it never arrived
+                    self._request(rp.cmd_run(period_us), Command.RUN,
+                                  self.settings.command_timeout_s)
+                elif st.step <= expected:
+                    raise RingLightProtocolError(
+                        f"ring light on {self.port} reports step {st.step} of {st.length} "
+                        f"({st.mode.value}) after a lost RUN reply", port=self.port) from None
+            now = time.monotonic()
+            self._fired = len(self._sequence)
+            self._busy_until = now + (left - 1) * period_us * 1e-6 + self._step_s() + 0.002
+            self._check_reboot()
+            return TriggerResult(expected, self._sequence[expected], now)
 
     @property
     def step_done_at(self) -> float:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from rig.grbl_protocol import LineSplitter as LineSplitter  # generic byte -> line assembly
 
 DEVICE_NAME = "DF-RINGLIGHT"
-FIRMWARE_VERSION = "1.0.0"
+FIRMWARE_VERSION = "1.1.0"
 PROTOCOL_VERSION = 1
 BAUDRATE = 115200
 NUM_FACETS = 12
@@ -33,6 +33,8 @@ DEFAULT_HOLD_US = 30000      # trigger rising edge -> LEDs off (>= camera exposu
 SETTLE_MAX_US = 100_000
 PULSE_MAX_US = 100_000
 HOLD_MAX_US = 10_000_000
+PERIOD_MAX_US = 10_000_000
+RUN_SINCE_FIRMWARE = (1, 1)  # RUN is new in firmware 1.1.0 (protocol 1, additive)
 
 HOST_EOL = b"\n"
 DEVICE_EOL = b"\r\n"
@@ -47,6 +49,7 @@ class Command(enum.StrEnum):
     OFF = "OFF"
     ARM = "ARM"
     TRIG = "TRIG"
+    RUN = "RUN"
     DISARM = "DISARM"
     TIMING = "TIMING"
 
@@ -173,6 +176,13 @@ def cmd_trig() -> bytes:
     return _line(Command.TRIG)
 
 
+def cmd_run(period_us: int) -> bytes:
+    """Fire the remaining armed steps from the board's timer, one every `period_us`."""
+    if not 1 <= period_us <= PERIOD_MAX_US:
+        raise ValueError(f"period must be 1..{PERIOD_MAX_US} us, got {period_us}")
+    return _line(Command.RUN, int(period_us))
+
+
 def cmd_disarm() -> bytes:
     return _line(Command.DISARM)
 
@@ -274,7 +284,7 @@ class Identity:
 
 
 def parse_identity(reply: OkReply) -> Identity:
-    """``OK ID DF-RINGLIGHT 1.0.0 PROTO=1 FACETS=12 STATES=6``"""
+    """``OK ID DF-RINGLIGHT 1.1.0 PROTO=1 FACETS=12 STATES=6``"""
     if reply.command != Command.ID or len(reply.args) < 2:
         raise ValueError(f"not an ID reply: {reply}")
     kv = parse_kv(reply.args[2:])

@@ -68,7 +68,7 @@ def lit(levels: tuple[int, ...], state: int) -> tuple[int, ...]:
 # normal operation
 # --------------------------------------------------------------------------------------------
 def test_open_identifies_and_applies_settings(light, emu, bench):
-    assert light.identity == rp.Identity("DF-RINGLIGHT", "1.0.0", 1, 12, 6)
+    assert light.identity == rp.Identity("DF-RINGLIGHT", rp.FIRMWARE_VERSION, 1, 12, 6)
     assert tuple(emu.levels) == LEVELS
     assert (emu.settle_us, emu.pulse_us, emu.hold_us) == (100, 100, 2000)
     assert light.status() == rp.LightStatus(Mode.IDLE, None, 0, 0, 0, 0)
@@ -284,3 +284,33 @@ def test_every_light_error_is_a_ring_light_error():
                 RingLightProtocolError, RingLightResetError, RingLightStateError,
                 RingLightTimeoutError):
         assert issubclass(cls, RingLightError)
+
+
+def test_run_lets_the_board_pace_a_whole_stack(light, emu, bench):
+    """RUN: one command, six steps one period apart from the board's own timer."""
+    fired = []
+    bench.add_trigger_hook(lambda state: fired.append((time.monotonic(), state)))
+    light.set_timing(200, 100, 5000)
+    assert light.can_run
+    light.arm(6)
+    first = light.run(0.020)
+    assert (first.step, first.state) == (0, 0)
+    deadline = time.monotonic() + 2
+    while len(fired) < 6 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert [s for _, s in fired] == [0, 1, 2, 3, 4, 5]
+    gaps = [b - a for (a, _), (b, _) in zip(fired, fired[1:], strict=False)]
+    assert all(abs(g - 0.020) < 0.004 for g in gaps), gaps
+    assert light.step_done_at == pytest.approx(first.time + 5 * 0.020 + 0.0052 + 0.002,
+                                               abs=1e-6)
+    with pytest.raises(RingLightStateError, match="arm"):
+        light.run(0.02)  # every step fired
+    light.arm(2)
+    light.run(0.0001)  # shorter than a step: the board's step (settle + hold) paces it
+    time.sleep(0.05)
+    assert light.status().mode is Mode.IDLE and len(fired) == 8
+    light.identity = rp.Identity("DF-RINGLIGHT", "1.0.0", 1, 12, 6)  # older firmware
+    light.arm(1)
+    assert not light.can_run
+    with pytest.raises(RingLightStateError, match="no RUN"):
+        light.run(0.02)

@@ -160,7 +160,7 @@ def device_port(request, tmp_path):
 # --------------------------------------------------------------------------------------------
 WAIT = object()
 TRANSCRIPT: list[tuple[object, object]] = [
-    ("ID", "OK ID DF-RINGLIGHT 1.0.0 PROTO=1 FACETS=12 STATES=6"),
+    ("ID", "OK ID DF-RINGLIGHT 1.1.0 PROTO=1 FACETS=12 STATES=6"),
     ("STATUS", "OK STATUS MODE=IDLE STATE=- STEP=0 N=0 TRIGS=0 OVR=0"),
     ("level 3 200", "OK LEVEL 3 200"),
     ("LEVEL 3", "OK LEVEL 3 200"),
@@ -214,10 +214,21 @@ TRANSCRIPT: list[tuple[object, object]] = [
     ("OFF", "OK OFF"),                                   # aborts the running step
     ("STATUS", "OK STATUS MODE=IDLE STATE=- STEP=0 N=0 TRIGS=3 OVR=0"),
     ("DISARM", "OK DISARM"),
+    ("RUN 100000", "ERR 6 NOT_ARMED no sequence armed"),
+    ("TIMING 0 100 50000", "OK TIMING 0 100 50000"),
+    ("ARM 3 0 1 2", "OK ARM 3 0 1 2"),
+    ("RUN", "ERR 2 BAD_ARGUMENT wrong number of arguments"),
+    ("RUN 0", "ERR 3 OUT_OF_RANGE period must be 1..10000000"),
+    ("RUN 40000", "ERR 3 OUT_OF_RANGE period shorter than settle + hold"),
+    ("RUN 100020", "OK RUN 3 100050"),                  # one step per period, on its own
+    ("STATUS", "OK STATUS MODE=BUSY STATE=0 STEP=1 N=3 TRIGS=4 OVR=0"),
+    ("TRIG", "ERR 5 BUSY step in progress"),
+    (WAIT, 0.45),
+    ("STATUS", "OK STATUS MODE=IDLE STATE=- STEP=3 N=3 TRIGS=6 OVR=0"),
     ("X" * 100, "ERR 4 LINE_TOO_LONG line longer than 95 characters"),
     (b"ID\xff", "ERR 8 BAD_CHARACTER non-printable byte in line"),
     ("", None),                                          # empty line: no reply
-    ("ID", "OK ID DF-RINGLIGHT 1.0.0 PROTO=1 FACETS=12 STATES=6"),
+    ("ID", "OK ID DF-RINGLIGHT 1.1.0 PROTO=1 FACETS=12 STATES=6"),
 ]
 
 

@@ -19,6 +19,7 @@ def test_command_bytes():
     assert rp.cmd_off() == b"OFF\n"
     assert rp.cmd_arm([0, 1, 2, 3, 4, 5]) == b"ARM 6 0 1 2 3 4 5\n"
     assert rp.cmd_trig() == b"TRIG\n"
+    assert rp.cmd_run(85000) == b"RUN 85000\n"
     assert rp.cmd_disarm() == b"DISARM\n"
     assert rp.cmd_timing(200, 100, 30000) == b"TIMING 200 100 30000\n"
     assert rp.cmd_timing() == b"TIMING\n"
@@ -27,6 +28,7 @@ def test_command_bytes():
 
 
 @pytest.mark.parametrize("make", [
+    lambda: rp.cmd_run(0), lambda: rp.cmd_run(rp.PERIOD_MAX_US + 1),
     lambda: rp.cmd_level(12, 1), lambda: rp.cmd_level(0, 256), lambda: rp.cmd_level(0, -1),
     lambda: rp.cmd_level(0, 1.5), lambda: rp.cmd_levels([1] * 11), lambda: rp.cmd_state(6),
     lambda: rp.cmd_arm([]), lambda: rp.cmd_arm([0] * 33), lambda: rp.cmd_arm([6]),
@@ -60,7 +62,7 @@ def test_garbage(raw):
 def test_identity_and_status_round_trip():
     ident = rp.parse_identity(rp.parse_reply(rp.format_identity().encode()))
     assert ident == rp.Identity("DF-RINGLIGHT", rp.FIRMWARE_VERSION, rp.PROTOCOL_VERSION, 12, 6)
-    assert rp.format_identity() == "OK ID DF-RINGLIGHT 1.0.0 PROTO=1 FACETS=12 STATES=6"
+    assert rp.format_identity() == "OK ID DF-RINGLIGHT 1.1.0 PROTO=1 FACETS=12 STATES=6"
     st = rp.LightStatus(Mode.BUSY, 4, 3, 6, 42, 1)
     text = rp.format_status(st)
     assert text == "OK STATUS MODE=BUSY STATE=4 STEP=3 N=6 TRIGS=42 OVR=1"

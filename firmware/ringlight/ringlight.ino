@@ -9,7 +9,8 @@
  *          plus unsolicited "EV ..." lines. 115200 8N1.
  * Timing:  Timer5 (unused by the PWM pins above) interrupts every RL_TICK_US microseconds and
  *          runs each sequence step: facets on -> settle -> trigger pulse -> hold -> facets off.
- *          A step starts from the TRIG command or from a rising edge on the trigger input.
+ *          A step starts from the TRIG command, from a rising edge on the trigger input, or
+ *          (RUN) from this timer, one step per period, with no host round trip.
  *
  * The Python side (rig/ringlight_protocol.py) holds the same constants;
  * tests/test_ringlight_firmware.py parses this file and fails when they disagree.
@@ -21,7 +22,7 @@
 
 // ==== protocol constants (must match rig/ringlight_protocol.py) ====
 #define RL_DEVICE_NAME "DF-RINGLIGHT"
-#define RL_FIRMWARE_VERSION "1.0.0"
+#define RL_FIRMWARE_VERSION "1.1.0"
 #define RL_PROTOCOL_VERSION 1
 #define RL_BAUDRATE 115200
 #define RL_NUM_FACETS 12
@@ -37,6 +38,7 @@
 #define RL_SETTLE_MAX_US 100000
 #define RL_PULSE_MAX_US 100000
 #define RL_HOLD_MAX_US 10000000
+#define RL_PERIOD_MAX_US 10000000
 
 #define RL_ERR_UNKNOWN_COMMAND 1
 #define RL_ERR_BAD_ARGUMENT 2
@@ -71,7 +73,7 @@ static const uint8_t FACET_PINS[RL_NUM_FACETS] = {2, 3, 4, 5, 6, 7, 8, 9, 10, 11
 
 enum Mode : uint8_t { MODE_IDLE, MODE_LIT, MODE_ARMED, MODE_BUSY };
 static const char *const MODE_NAMES[] = {"IDLE", "LIT", "ARMED", "BUSY"};
-enum Phase : uint8_t { PH_NONE, PH_SETTLE, PH_PULSE, PH_HOLD };
+enum Phase : uint8_t { PH_NONE, PH_SETTLE, PH_PULSE, PH_HOLD, PH_WAIT };
 
 // ---- state shared with the interrupts ----
 static uint8_t g_levels[RL_NUM_FACETS];
@@ -87,6 +89,8 @@ static volatile uint32_t g_overruns = 0;
 static uint32_t g_settleUs = RL_DEFAULT_SETTLE_US, g_pulseUs = RL_DEFAULT_PULSE_US,
                 g_holdUs = RL_DEFAULT_HOLD_US;
 static volatile uint32_t g_settleTicks, g_pulseTicks, g_holdTicks;
+static volatile bool g_run = false;          // RUN: the board fires the remaining steps itself
+static volatile uint32_t g_gapTicks = 0;     // RUN: dark ticks between a step's end and the next
 
 #define EVF_HW_TRIG 0x01
 #define EVF_DONE 0x02
@@ -135,9 +139,17 @@ static void finishStep() {
   g_litState = NO_STATE;
   applyLights(NO_STATE);
   if (g_step >= g_seqLen) {
+    g_run = false;
     g_mode = MODE_IDLE;
     g_doneLen = g_seqLen;
     g_events |= EVF_DONE;
+  } else if (g_run) {               // stays BUSY, dark, until the next step of the run
+    if (g_gapTicks == 0) {
+      startStep();
+    } else {
+      g_phase = PH_WAIT;
+      g_ticksLeft = g_gapTicks;
+    }
   } else {
     g_mode = MODE_ARMED;
   }
@@ -145,6 +157,7 @@ static void finishStep() {
 
 // Abort any step and go dark. Interrupts disabled.
 static void abortAll() {
+  g_run = false;
   g_phase = PH_NONE;
   TRIG_OUT_LOW();
   g_litState = NO_STATE;
@@ -169,6 +182,9 @@ ISR(TIMER5_COMPA_vect) {
       break;
     case PH_HOLD:
       finishStep();
+      break;
+    case PH_WAIT:
+      startStep();
       break;
   }
 }
@@ -438,6 +454,44 @@ static void cmdTrig(uint8_t argc, char **argv) {
   endLine();
 }
 
+// RUN <period_us>: fire every remaining step of the armed sequence, one per period, from the
+// board's own timer (no host round trip per frame). Replies as the first step starts.
+static void cmdRun(uint8_t argc, char **argv) {
+  uint32_t period;
+  if (!nargs(argc, 1, 1)) return;
+  if (!argUint(argv[0], 1, RL_PERIOD_MAX_US, "period", &period)) return;
+  uint32_t ticks = ticksFor(period);
+  noInterrupts();
+  uint8_t mode = g_mode;
+  uint32_t stepTicks = g_settleTicks + g_holdTicks;
+  uint8_t left = g_seqLen - g_step;
+  bool fits = ticks >= stepTicks;
+  if (mode == MODE_ARMED && fits) {
+    g_gapTicks = ticks - stepTicks;
+    g_run = true;
+    startStep();
+  }
+  interrupts();
+  if (mode == MODE_BUSY) {
+    replyErr(RL_ERR_BUSY, "step in progress");
+    return;
+  }
+  if (mode != MODE_ARMED) {
+    replyErr(RL_ERR_NOT_ARMED, "no sequence armed");
+    return;
+  }
+  if (!fits) {
+    replyErr(RL_ERR_OUT_OF_RANGE, "period shorter than settle + hold");
+    return;
+  }
+  replyOk("RUN");
+  Serial.print(' ');
+  Serial.print(left);
+  Serial.print(' ');
+  Serial.print(ticks * RL_TICK_US);
+  endLine();
+}
+
 static void cmdDisarm(uint8_t argc, char **argv) {
   if (!nargs(argc, 0, 0)) return;
   noInterrupts();
@@ -485,6 +539,7 @@ static const CommandEntry COMMANDS[] = {
   {"OFF", cmdOff},
   {"ARM", cmdArm},
   {"TRIG", cmdTrig},
+  {"RUN", cmdRun},
   {"DISARM", cmdDisarm},
   {"TIMING", cmdTiming},
 };

@@ -73,6 +73,8 @@ class RingLightEmulator(PtyDevice):
         self._t_pulse = 0.0
         self._fire_source = "software"
         self.trigger_output = False
+        self._run_period_us: int | None = None  # RUN in progress: one step per period
+        self._step_start = 0.0
 
     # -- public -----------------------------------------------------------------------------
     def hardware_trigger(self) -> None:
@@ -153,6 +155,7 @@ class RingLightEmulator(PtyDevice):
         self.mode = Mode.BUSY
         self.lit_state = state
         self._apply_lights()
+        self._step_start = now
         self._t_pulse = now + self._scaled(self.settle_us)
         self._phase = "settle"
         self._phase_due = self._t_pulse
@@ -177,6 +180,8 @@ class RingLightEmulator(PtyDevice):
             self._phase_due = self._t_pulse + self._scaled(self.hold_us)
         elif self._phase == "hold":
             self._finish_step()
+        elif self._phase == "wait":
+            self._start_step(self._phase_due, "run")
 
     def _finish_step(self) -> None:
         self._phase = None
@@ -184,12 +189,17 @@ class RingLightEmulator(PtyDevice):
         self.lit_state = None
         self._apply_lights()
         if self.step >= len(self.sequence):
+            self._run_period_us = None
             self.mode = Mode.IDLE
             self._emit(rp.format_event(rp.Event.DONE, len(self.sequence)))
+        elif self._run_period_us is not None:  # stays BUSY, dark, until the run's next step
+            self._phase = "wait"
+            self._phase_due = self._step_start + self._scaled(self._run_period_us)
         else:
             self.mode = Mode.ARMED
 
     def _abort(self) -> None:
+        self._run_period_us = None
         self._phase = None
         self.trigger_output = False
         self.lit_state = None
@@ -312,6 +322,19 @@ class RingLightEmulator(PtyDevice):
             raise _Reject(ErrorCode.NOT_ARMED, "no sequence armed")
         step, state = self._start_step(now, "software")
         self._emit(rp.format_ok(Command.TRIG, step, state))
+
+    def _cmd_run(self, args: list[str], now: float) -> None:
+        self._nargs(args, 1)
+        period = rp.round_to_tick(self._uint(args[0], 1, rp.PERIOD_MAX_US, "period"))
+        self._not_busy()
+        if self.mode != Mode.ARMED:
+            raise _Reject(ErrorCode.NOT_ARMED, "no sequence armed")
+        if period < self.settle_us + self.hold_us:
+            raise _Reject(ErrorCode.OUT_OF_RANGE, "period shorter than settle + hold")
+        left = len(self.sequence) - self.step
+        self._run_period_us = period
+        self._start_step(now, "run")
+        self._emit(rp.format_ok(Command.RUN, left, period))
 
     def _cmd_disarm(self, args: list[str], now: float) -> None:
         self._nargs(args, 0)
