@@ -14,6 +14,7 @@ from __future__ import annotations
 EXIT_OK = 0  # success: every sample PASS, every check passed
 EXIT_FAIL = 1  # a FAIL verdict or a failed check
 EXIT_ERROR = 2  # an error: bad config or file, device fault, incomplete sample
+EXIT_INTERNAL = 3  # a bug: an exception nobody anticipated (details in the log file)
 
 
 class StationError(Exception):

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from inference.interfaces import Detector, RoiResult
-from recordings import DetectedObject, RecordingWriter
+from recordings import DetectedObject, RecordingWriter, check_sample_id
 from rig.config import StationConfig
 from rig.interfaces import Rig
 from rig.layout import RoiGeometry
@@ -99,7 +99,7 @@ class InspectionRun:
         self.cfg = cfg
         self.rig = rig
         self.detector = detector
-        self.sample_id = sample_id
+        self.sample_id = sample_id if resume is not None else check_sample_id(sample_id)
         self.path = resume if resume is not None else Path(out_dir) / f"{sample_id}.h5"
         self.resume_path = resume
         self._subscribers: list[Callable[[InspectionEvent], None]] = []

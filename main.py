@@ -1,7 +1,9 @@
 """Dark-field cover-glass inspection station: the single command-line entry.
 
 Each module of `cli/` contributes its subcommands through `register`; this file only wires
-them up, sets up logging and turns known errors into one clear line and exit status 2.
+them up, sets up logging and turns known errors into one clear line and exit status 2; an
+unanticipated exception is a bug: exit status 3 with the log file's path (never 1, which a line
+controller reads as a rejected sample).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-from errors import EXIT_ERROR, StationError
+from errors import EXIT_ERROR, EXIT_INTERNAL, StationError
 
 # Modules whose `register(subparsers)` adds working subcommands, in --help order.
 COMMAND_MODULES = (
@@ -37,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="main.py",
         description="Dark-field inspection station for smartphone cover glass.",
         epilog="Exit status: 0 success (all samples PASS), 1 a FAIL verdict or failed check, "
-               "2 an error.",
+               "2 an error the station understood (the message says what to do), 3 an internal "
+               "error (a bug; details in the log file).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on the console")
     parser.add_argument("--log-dir", type=Path, default=Path("logs"),
@@ -87,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - a bug: say so, keep the trace in the log
+        log.error("internal error", exc_info=True)
+        where = args.log_dir / "station.log"
+        print(f"internal error: {type(exc).__name__}: {exc}\nthis is a bug in the station "
+              f"software; the full trace is in {where}. Recordings already written are kept "
+              "(check them with `main.py recordings verify`).", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

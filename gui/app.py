@@ -19,6 +19,7 @@ import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Qt
 
+from errors import StationError
 from gui import devices, imaging
 from gui.calibration_panel import CalibrationPanel
 from gui.errors import plain_error
@@ -36,7 +37,7 @@ from gui.view_model import RecordingSummary, SampleState, StationView, Update
 from gui.workers import DeviceWorker, InspectionBridge, LoadedRoi, PreviewWorker
 from inference.interfaces import Detector
 from inspection import InspectionRun, SampleResult
-from recordings import DetectedObject
+from recordings import DetectedObject, check_sample_id
 from rig.camera import Frame
 from rig.config import StationConfig
 from rig.interfaces import Rig
@@ -330,8 +331,13 @@ class MainWindow(QtWidgets.QMainWindow):
     def start_inspection(self, sample_id: str = "") -> None:
         if self.scanning or not self.ready:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        sid = sample_id or auto_sample_id(self.out_dir)
+        sid = sample_id.strip() or auto_sample_id(self.out_dir)
+        try:
+            check_sample_id(sid)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except (StationError, OSError) as exc:
+            self._report_error(exc)
+            return
         path = self.out_dir / f"{sid}.h5"
         resume = None
         if path.exists():

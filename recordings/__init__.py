@@ -11,13 +11,14 @@ from recordings.schema import (
     DetectedObject,
     DetectionResults,
     RoiTruth,
+    check_sample_id,
     verdict_of,
 )
 from recordings.verify import VerifyReport, verify_recording
 from recordings.writer import RecordingWriter, add_results
 
 __all__ = [
-    "FORMAT_NAME", "FORMAT_VERSION", "DetectedObject", "DetectionResults", "Recording",
+    "check_sample_id", "FORMAT_NAME", "FORMAT_VERSION", "DetectedObject", "DetectionResults", "Recording",
     "RecordingError", "RecordingWriter", "Roi", "RoiTruth", "VerifyReport", "add_results",
     "open_recording", "verdict_of", "verify_recording",
 ]

@@ -7,11 +7,14 @@ documentation all follow it.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import h5py
 import numpy as np
+
+from recordings.errors import RecordingError
 
 _STR = h5py.string_dtype("utf-8")
 
@@ -31,6 +34,23 @@ CHECKSUM_ALGORITHM = "sha256"
 RAW_CHUNK = (1, 512, 1024)
 """One chunk = one state x 512 rows x 1024 cols (1 MiB raw): small enough for fast random
 access to detector tiles, large enough that compression and the chunk index stay efficient."""
+
+
+SAMPLE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""Sample ids name files: letters, digits, '.', '_' and '-', starting with a letter or digit,
+at most 64 characters (no spaces, slashes or '..' tricks; the same on every filesystem)."""
+
+
+def check_sample_id(sample_id: str) -> str:
+    """The id itself when it is a valid file name stem; else a RecordingError with a safe
+    suggestion (never silently rewritten: the id is what the line's MES knows)."""
+    if SAMPLE_ID_PATTERN.fullmatch(sample_id) and ".." not in sample_id:
+        return sample_id
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", sample_id).replace("..", ".").strip("-._")[:64]
+    hint = f" (for example {safe!r})" if safe else ""
+    raise RecordingError(
+        f"sample id {sample_id!r} cannot name a recording: use 1-64 letters, digits, '.', '_' "
+        f"or '-', starting with a letter or digit{hint}")
 
 
 def roi_name(index: int) -> str:

@@ -73,13 +73,15 @@ class RecordingWriter:
         overwrite: bool = False,
     ) -> RecordingWriter:
         path = Path(path)
-        if path.exists() and not overwrite:
+        schema.check_sample_id(sample_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # "x": created exclusively, so two runs can never truncate each other's file
+            h5 = h5py.File(path, "w" if overwrite else "x", libver="earliest")
+        except FileExistsError:
             raise RecordingError(
                 f"{path} already exists; refusing to overwrite a recording "
                 "(choose another sample id or output folder, or resume it with --resume)"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        h5 = h5py.File(path, "w", libver="earliest")
+            ) from None
         a = h5.attrs
         a["format"] = schema.FORMAT_NAME
         a["format_version"] = schema.FORMAT_VERSION

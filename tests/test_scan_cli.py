@@ -91,3 +91,38 @@ def test_infer_on_a_scanned_recording_gives_the_same_results(tmp_path: Path) -> 
     assert inferred.scratches == scanned.scratches
     assert inferred.contaminants == scanned.contaminants
     assert report["scratches"] == [o.to_json() for o in scanned.scratches]
+
+
+def test_unsafe_sample_ids_are_refused_and_nothing_is_written_outside_out(tmp_path: Path) -> None:
+    for bad in ("../../ESCAPE", "/tmp/ABS", "LOT 7/12"):
+        proc = _scan(tmp_path, "--sample-id", bad, "--no-infer")
+        assert proc.returncode == 2, (bad, proc.stderr)
+        assert "cannot name a recording" in proc.stderr and "Traceback" not in proc.stderr
+    assert "for example 'LOT-7-12'" in proc.stderr
+    assert not list(tmp_path.rglob("*.h5")) and not (tmp_path.parent / "ESCAPE.h5").exists()
+
+
+def test_check_sample_id() -> None:
+    import pytest
+
+    for good in ("S1", "LOT7-001", "a.b_c-D", "x" * 64):
+        assert R.check_sample_id(good) == good
+    for bad in ("", ".hidden", "-x", "a/b", "a b", "a..b", "x" * 65, "é", "a\x00b"):
+        with pytest.raises(R.RecordingError):
+            R.check_sample_id(bad)
+
+
+def test_an_unanticipated_exception_exits_3_with_the_log_path(tmp_path: Path, monkeypatch,
+                                                             capsys) -> None:
+    import cli.model
+    import main
+
+    def broken(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(cli.model, "cmd_model_info", broken)  # a command with a bug in it
+    code = main.main(["--log-dir", str(tmp_path / "logs"), "model-info"])
+    err = capsys.readouterr().err
+    assert code == 3 and "internal error: ZeroDivisionError: a bug" in err
+    assert str(tmp_path / "logs" / "station.log") in err
+    assert "ZeroDivisionError" in (tmp_path / "logs" / "station.log").read_text()
