@@ -194,20 +194,32 @@ def run_infer(args: argparse.Namespace) -> int:
             with recordings.open_recording(path) as rec:
                 detector, note = _detector_for(rec, args, detectors)
                 print(f"{path.name}: {note}", file=sys.stderr)
-                sample_id, complete, planned = rec.sample_id, rec.status == "complete", rec.n_rois
-                ids = rec.roi_ids()
+                sample_id, planned = rec.sample_id, rec.n_rois
+                ids, problems = rec.roi_ids(), []
+                if rec.unexpected_rois():
+                    problems.append(f"/rois has groups {rec.unexpected_rois()} that are not "
+                                    f"among the {planned} planned RoIs")
                 if not ids:
                     raise recordings.RecordingError(f"{path}: no finished RoI to inspect")
                 rois = []
                 for n, i in enumerate(ids, start=1):
                     roi = rec.roi(i)
-                    rois.append(detector.detect_roi(roi.raw[()], i, roi.origin_px,
+                    try:  # never a verdict on data that is not what was recorded
+                        raw = roi.verified_raw()
+                    except recordings.RecordingError as exc:
+                        problems.append(str(exc))
+                        continue
+                    rois.append(detector.detect_roi(raw, i, roi.origin_px,
                                                     roi.pixel_size_mm, args.black_level))
                     print(f"  {path.name}: RoI {i:02d} ({n}/{len(ids)}) "
                           f"{len(rois[-1].scratches)} scratch(es) "
                           f"{rois[-1].timings_s['network_s']:.1f} s", file=sys.stderr, flush=True)
+                missing = rec.missing_rois()
+                if missing:
+                    problems.append(f"RoIs {missing} were never recorded "
+                                    f"(finish the recording with scan --resume {path})")
             results = detector.sample_results(rois, {"total_s": time.perf_counter() - t0})
-            if not args.no_write:
+            if not args.no_write and not problems:  # only a whole, verified sample is judged
                 recordings.add_results(path, results)
         except recordings.RecordingError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -217,19 +229,18 @@ def run_infer(args: argparse.Namespace) -> int:
         except (ModelLoadError, ConfigError) as exc:  # the same for every recording: stop
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_ERROR
-        note = "" if complete and len(ids) >= planned else \
-            f"  INCOMPLETE ({len(ids)}/{planned} RoIs inspected)"
-        print(f"{sample_id}: {results.verdict}  scratches={len(results.scratches)} "
-              f"contaminants={len(results.contaminants)}  rois={len(ids)}  "
+        verdict = results.verdict if not problems else "INCOMPLETE"
+        note = "".join(f"\n  {p}" for p in problems)
+        print(f"{sample_id}: {verdict}  scratches={len(results.scratches)} "
+              f"contaminants={len(results.contaminants)}  rois={len(rois)}/{planned}  "
               f"{results.timings_s['total_s']:.1f} s  {path}{note}", file=out, flush=True)
-        if results.verdict == "FAIL":
-            status = max(status, EXIT_FAIL)
-        elif note:
-            status = EXIT_ERROR
-        reports.append({"recording": str(path), "sample_id": sample_id, "complete": not note,
+        status = max(status, EXIT_FAIL if verdict == "FAIL" else
+                     EXIT_ERROR if problems else EXIT_OK)
+        reports.append({"recording": str(path), "sample_id": sample_id,
+                        "complete": not problems, "problems": problems,
                         "detector": results.detector, "model_sha256": results.model_sha256,
-                        "written": not args.no_write, "verdict": results.verdict,
-                        "rois": ids, "timings_s": results.timings_s,
+                        "written": not args.no_write and not problems, "verdict": verdict,
+                        "rois": [r.roi for r in rois], "timings_s": results.timings_s,
                         "scratches": [o.to_json() for o in results.scratches],
                         "contaminants": [o.to_json() for o in results.contaminants]})
     if args.json:

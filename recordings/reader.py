@@ -92,6 +92,25 @@ class Roi:
     def has_truth(self) -> bool:
         return "truth" in self.group
 
+    def verified_raw(self) -> np.ndarray:
+        """The raw stack, read and checked against the SHA-256 stored when it was written (and
+        its type, shape and bit depth): what inference and resume use, never unverified data."""
+        where = f"RoI {self.index}"
+        try:
+            raw = self.raw[()]
+            stored = str(self.group.attrs["checksum"])
+        except (OSError, KeyError) as exc:
+            raise RecordingError(f"{where}: raw data unreadable ({exc}); the file is damaged: "
+                                 "scan the sample again") from None
+        if raw.dtype != np.uint16 or raw.ndim != 3:
+            raise RecordingError(f"{where}: raw is {raw.dtype} {raw.shape}, not a uint16 stack")
+        if schema.raw_checksum(raw) != stored:
+            raise RecordingError(f"{where}: checksum mismatch (raw data corrupted since it was "
+                                 "written); scan the sample again or restore the file")
+        if int(raw.max(initial=0)) >= 1 << schema.BIT_DEPTH:
+            raise RecordingError(f"{where}: values above {schema.BIT_DEPTH} bits")
+        return raw
+
     def scratch_mask(self) -> np.ndarray | None:
         return self.group["truth/scratch_mask"][()] if self.has_truth else None
 
@@ -146,9 +165,21 @@ class Recording:
         return json.loads(self._h5.attrs["rig_config"])
 
     def roi_ids(self) -> list[int]:
-        """Indices of finished RoIs (an interrupted RoI is not listed)."""
+        """Indices of finished planned RoIs (an interrupted RoI is not listed)."""
         rois = self._h5["rois"]
-        return sorted(int(n) for n in rois if roi_is_complete(rois, n))
+        planned = range(self.n_rois)
+        return sorted(i for n in rois if (i := schema.roi_index(n)) in planned
+                      and roi_is_complete(rois, n))
+
+    def unexpected_rois(self) -> list[str]:
+        """/rois groups that are not one of the planned RoIs (edited or damaged file)."""
+        planned = range(self.n_rois)
+        return sorted(n for n in self._h5["rois"] if schema.roi_index(n) not in planned)
+
+    def missing_rois(self) -> list[int]:
+        """Planned RoIs without a finished recording."""
+        done = set(self.roi_ids())
+        return [i for i in range(self.n_rois) if i not in done]
 
     def roi(self, index: int) -> Roi:
         name = schema.roi_name(index)

@@ -6,6 +6,7 @@ documentation all follow it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -55,6 +56,16 @@ def check_sample_id(sample_id: str) -> str:
 
 def roi_name(index: int) -> str:
     return f"{index:02d}"
+
+
+def roi_index(name: str) -> int | None:
+    """The index a /rois group name stands for, None for a name the writer never makes."""
+    return int(name) if name.isdigit() and len(name) <= 6 else None
+
+
+def raw_checksum(raw: np.ndarray) -> str:
+    """SHA-256 of the stack as little-endian uint16, C order (what `verify` recomputes)."""
+    return hashlib.sha256(np.ascontiguousarray(raw, dtype="<u2").data).hexdigest()
 
 
 DEFECT_DTYPE = np.dtype(

@@ -5,12 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from recordings import schema
 from recordings.errors import RecordingError
 from recordings.reader import Recording
-from recordings.writer import raw_checksum
 
 REQUIRED_ROI_ATTRS = ("bayer_pattern", "bit_depth", "azimuths_deg", "stage_xy_mm", "origin_px",
                       "pixel_size_mm", "exposure_us", "timestamps_s", "frame_ids")
@@ -44,8 +41,11 @@ def verify_recording(path: str | Path) -> VerifyReport:
         return report
     with rec:
         report.status = rec.status
-        ids = rec.roi_ids()
-        report.missing_rois = [i for i in range(rec.n_rois) if i not in ids]
+        report.missing_rois = rec.missing_rois()
+        unexpected = rec.unexpected_rois()
+        if unexpected:
+            report.problems.append(f"/rois has groups {unexpected} that are not among the "
+                                   f"{rec.n_rois} planned RoIs (edited or damaged file)")
         if rec.status == schema.STATUS_COMPLETE and report.missing_rois:
             report.problems.append(f"marked complete but RoIs {report.missing_rois} are missing")
         for roi in rec.rois():
@@ -54,16 +54,9 @@ def verify_recording(path: str | Path) -> VerifyReport:
                 report.problems.append(f"RoI {roi.index}: missing attributes {missing}")
                 continue
             try:
-                raw = roi.raw[()]
-            except OSError as exc:
-                report.problems.append(f"RoI {roi.index}: raw data unreadable ({exc})")
-                continue
-            if raw.dtype != np.uint16 or raw.ndim != 3:
-                report.problems.append(f"RoI {roi.index}: raw is {raw.dtype} {raw.shape}")
-            elif raw_checksum(raw) != roi.group.attrs["checksum"]:
-                report.problems.append(f"RoI {roi.index}: checksum mismatch (raw data corrupted)")
-            elif int(raw.max(initial=0)) >= 1 << schema.BIT_DEPTH:
-                report.problems.append(f"RoI {roi.index}: values above {schema.BIT_DEPTH} bits")
+                roi.verified_raw()
+            except RecordingError as exc:
+                report.problems.append(str(exc))
             else:
                 report.rois_ok.append(roi.index)
     return report

@@ -10,8 +10,8 @@ plain h5py opens again.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +25,9 @@ import numpy as np
 
 from recordings import schema
 from recordings.errors import RecordingError
-from recordings.reader import open_h5, roi_is_complete
+from recordings.reader import Roi, open_h5, roi_is_complete
+
+log = logging.getLogger(__name__)
 
 SOFTWARE_VERSION = "0.1.0"
 
@@ -37,11 +39,6 @@ def raw_compression() -> dict[str, Any]:
     dependency) before reading, as for any HDF5 filter plugin.
     """
     return dict(hdf5plugin.Bitshuffle(cname="lz4"))
-
-
-def raw_checksum(raw: np.ndarray) -> str:
-    """SHA-256 of the stack as little-endian uint16, C order (what `verify` recomputes)."""
-    return hashlib.sha256(np.ascontiguousarray(raw, dtype="<u2").data).hexdigest()
 
 
 def _now() -> str:
@@ -101,12 +98,28 @@ class RecordingWriter:
         """Reopen an interrupted recording for appending; unfinished RoIs are discarded."""
         path = Path(path)
         h5 = open_h5(path, mode="r+")
-        rois = h5["rois"]
-        for name in list(rois):
-            if not roi_is_complete(rois, name):
-                del rois[name]
-        h5.attrs["status"] = schema.STATUS_INCOMPLETE
-        h5.flush()
+        try:
+            rois = h5["rois"]
+            planned = range(int(h5.attrs["n_rois"]))
+            unexpected = sorted(n for n in rois if schema.roi_index(n) not in planned)
+            if unexpected:
+                raise RecordingError(
+                    f"{path}: /rois has groups {unexpected} that are not among the "
+                    f"{len(planned)} planned RoIs (edited or damaged file); refusing to resume it")
+            for name in list(rois):
+                if not roi_is_complete(rois, name):
+                    del rois[name]
+                    continue
+                try:  # what is kept must be what was written: a corrupt RoI is taken again
+                    Roi(int(name), rois[name]).verified_raw()
+                except RecordingError as exc:
+                    log.warning("%s: %s; it is captured again", path, exc)
+                    del rois[name]
+            h5.attrs["status"] = schema.STATUS_INCOMPLETE
+            h5.flush()
+        except BaseException:
+            h5.close()
+            raise
         return cls(h5, path)
 
     def __enter__(self) -> RecordingWriter:
@@ -138,15 +151,20 @@ class RecordingWriter:
 
     def completed_rois(self) -> list[int]:
         rois = self._h5["rois"]
-        return sorted(int(n) for n in rois if roi_is_complete(rois, n))
+        return sorted(i for n in rois if (i := schema.roi_index(n)) is not None
+                      and roi_is_complete(rois, n))
 
     def missing_rois(self) -> list[int]:
         done = set(self.completed_rois())
         return [i for i in range(self.n_rois) if i not in done]
 
     def read_raw(self, index: int) -> np.ndarray:
-        """Read back a finished RoI's stack (for detecting RoIs recorded before a resume)."""
-        return self._h5["rois"][schema.roi_name(index)]["raw"][()]
+        """Read back a finished RoI's stack, checksum verified (for detecting RoIs recorded
+        before a resume)."""
+        name = schema.roi_name(index)
+        if not roi_is_complete(self._h5["rois"], name):
+            raise RecordingError(f"{self.path}: RoI {index} is not recorded")
+        return Roi(index, self._h5["rois"][name]).verified_raw()
 
     # -- data ------------------------------------------------------------------------------
     def write_roi(
@@ -182,7 +200,7 @@ class RecordingWriter:
         # hashlib releases the GIL: hash on a second core while HDF5 compresses and writes.
         if self._hasher is None:  # owned by this writer: its thread ends with close()
             self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recording-sha256")
-        checksum = self._hasher.submit(raw_checksum, raw)
+        checksum = self._hasher.submit(schema.raw_checksum, raw)
         group = rois.create_group(name)
         chunks = tuple(min(c, s) for c, s in zip(schema.RAW_CHUNK, raw.shape, strict=True))
         group.create_dataset("raw", data=raw, chunks=chunks, **raw_compression())
@@ -223,10 +241,15 @@ class RecordingWriter:
         write_results(self._h5, results)
 
 
+RESULTS_STAGING = "results.new"
+
+
 def write_results(h5: h5py.File, results: schema.DetectionResults) -> None:
-    if "results" in h5:
-        del h5["results"]
-    g = h5.create_group("results")
+    """Built in a staging group, then swapped in: a failure (disk full, crash) leaves the old
+    results, or none, never a half-written group under /results."""
+    if RESULTS_STAGING in h5:  # left by an earlier failed attempt
+        del h5[RESULTS_STAGING]
+    g = h5.create_group(RESULTS_STAGING)
     g.attrs["detector"] = results.detector
     g.attrs["model_sha256"] = results.model_sha256
     g.attrs["verdict"] = results.verdict
@@ -239,6 +262,10 @@ def write_results(h5: h5py.File, results: schema.DetectionResults) -> None:
     for roi, p in results.probability_maps.items():
         maps.create_dataset(schema.roi_name(roi), data=np.asarray(p, dtype=np.float16),
                             chunks=True, compression="gzip", compression_opts=1)
+    h5.flush()
+    if "results" in h5:
+        del h5["results"]
+    h5.move(RESULTS_STAGING, "results")
     h5.flush()
 
 
