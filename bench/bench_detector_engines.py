@@ -4,8 +4,11 @@ For each thread count: seconds per `Detector.detect_roi` (network + post-process
 per engine, with the card's 1024 px tiles and in one whole-frame pass (`[detector] tile_px =
 3520`), the ratio to one plain fp32 channels-last PyTorch forward of the whole padded frame
 measured in the same run, and each one's agreement with the PyTorch detector on the card's
-tiles: max |p - p_torch| on truth scratch pixels and whether the verdict and the object boxes
-are the same. Prints the CPU's instruction set beside the figures.
+tiles: max |p - p_torch| on truth scratch pixels, whether the verdict and every object box are
+identical ("exact"), and otherwise whether the verdict and the scratches are the same within
+2 px per box edge ("close"; a whole-frame pass sees context that tiles do not, so pixels near
+tile seams differ; `main.py evaluate --tile-px` compares them on held-out data). Prints the
+CPU's instruction set beside the figures.
 
     .venv/bin/python bench/bench_detector_engines.py [--threads 1 2] [--repeat 2] [--json]
 """
@@ -40,6 +43,19 @@ def best_of(fn, repeat: int) -> float:
     return min(times)
 
 
+def agreement(res, ref) -> str:
+    """"exact": same verdict and boxes; "close": same verdict, scratches within 2 px; "NO"."""
+    def boxes(objs):
+        return [o.box_px for o in objs]
+    if res.verdict == ref.verdict and boxes(res.scratches) == boxes(ref.scratches) \
+            and boxes(res.contaminants) == boxes(ref.contaminants):
+        return "exact"
+    near = len(res.scratches) == len(ref.scratches) and all(
+        max(abs(a - b) for a, b in zip(x, y, strict=True)) <= 2
+        for x, y in zip(boxes(res.scratches), boxes(ref.scratches), strict=True))
+    return "close" if res.verdict == ref.verdict and near else "NO"
+
+
 def plain_forward_s(det: Detector, stack: np.ndarray, repeat: int) -> float:
     """One fp32 channels-last forward of the whole frame, padded to the network's multiple."""
     h, w = stack.shape[1:]
@@ -71,8 +87,8 @@ def main() -> None:
         ref_roi = ref.detect_roi(stack, 0, origin)
         ref_res = ref.sample_results([ref_roi])
         print(f"\n{threads} thread(s): plain fp32 whole-frame PyTorch forward {plain:.2f} s")
-        print(f"  {'engine, tiling':<20} {'s/RoI':>7} {'x plain':>8} {'max|dp| scratch':>16} "
-              f"{'same objects':>13}")
+        print(f"  {'engine, tiling':<22} {'s/RoI':>7} {'x plain':>8} {'max|dp| scratch':>16} "
+              f"{'objects':>7} {'contaminants ref/this':>22}")
         for tile in (ref.tiling.tile, WHOLE_FRAME_TILE_PX):
             for name, precision in candidates:
                 if name == "torch" and tile == ref.tiling.tile:
@@ -89,15 +105,11 @@ def main() -> None:
                 roi = det.detect_roi(stack, 0, origin)
                 res = det.sample_results([roi])
                 dp = float(np.abs(roi.probability - ref_roi.probability)[scratch].max())
-                same = (res.verdict == ref_res.verdict
-                        and [o.box_px for o in res.scratches]
-                        == [o.box_px for o in ref_res.scratches]
-                        and [o.box_px for o in res.contaminants]
-                        == [o.box_px for o in ref_res.contaminants])
+                same = agreement(res, ref_res)
                 label = f"{name} {precision} " + ("tiles" if tile != WHOLE_FRAME_TILE_PX
                                                   else "whole")
-                print(f"  {label:<20} {seconds:7.2f} {seconds / plain:8.2f} {dp:16.2e} "
-                      f"{'yes' if same else 'NO':>13}")
+                print(f"  {label:<22} {seconds:7.2f} {seconds / plain:8.2f} {dp:16.2e} "
+                      f"{same:>7} {len(ref_res.contaminants):>4}/{len(res.contaminants):<4}")
                 rows.append({"threads": threads, "engine": label, "tile_px": tile,
                              "s_per_roi": round(seconds, 3), "plain_forward_s": round(plain, 3),
                              "ratio": round(seconds / plain, 3), "max_dp_scratch": dp,

@@ -40,9 +40,13 @@ def device_lower_bound(cfg: StationConfig, start_xy: tuple[float, float]) -> dic
         dist = math.hypot(roi.stage_xy_mm[0] - pos[0], roi.stage_xy_mm[1] - pos[1])
         moves += trapezoid_time(dist, st.max_speed_mm_s, st.acceleration_mm_s2) + st.settle_s
         pos = roi.stage_xy_mm
-    n_frames = len(roi_layout(cfg)) * cfg.scan.states
-    frames = n_frames * (cam.exposure_us * 1e-6 + cam.readout_s)
-    return {"moves_s": moves, "frames_s": frames, "total_s": moves + frames}
+    n_rois = len(roi_layout(cfg))
+    frames = n_rois * cfg.scan.states * (cam.exposure_us * 1e-6 + cam.readout_s)
+    total = moves + frames
+    # the scan starts each next move once the last frame is exposed, so the devices need the
+    # readout of every RoI's last frame but one less: the pipelined lower bound
+    pipelined = total - (n_rois - 1) * cam.readout_s
+    return {"moves_s": moves, "frames_s": frames, "total_s": total, "pipelined_s": pipelined}
 
 
 @dataclass
@@ -76,13 +80,14 @@ class Timeline:
         t0 = self.started[roi]
         t_end = self.captured[roi]
         out: list[tuple[str, float, float]] = []
-        for a, b in self.motions:
-            if b > t0 and a < t_end + 1.0:
+        shots = [t for t in self.triggers if t0 <= t <= t_end]
+        first_shot = shots[0] if shots else t_end
+        for a, b in self.motions:  # the move into this RoI, and the next one if it overlaps
+            if b > t0 and a < t_end:
                 out.append(("move", a - t0, b - t0))
-                if a < t_end - 0.05:  # the move to this RoI (not the next): settle after it
+                if b <= first_shot:  # settled before its first exposure
                     out.append(("settle", b - t0, b - t0 + cfg.stage.settle_s))
         exposure = cfg.camera.exposure_us * 1e-6
-        shots = [t for t in self.triggers if t0 <= t <= t_end]
         for t, arrived in zip(shots, self.frames[roi], strict=False):
             out.append(("exposure", t - t0, t + exposure - t0))
             out.append(("readout", t + exposure - t0, arrived - t0))
@@ -149,7 +154,10 @@ def run_once(cfg: StationConfig, detector, out: Path, seed: int
     print(f"sample BENCH-{seed}: verdict {result.verdict}, wall {wall:.2f} s")
     print(f"  device lower bound {bound['total_s']:.2f} s (moves+settle {bound['moves_s']:.2f} s, "
           f"frames {bound['frames_s']:.2f} s)")
-    print(f"  overhead {wall - bound['total_s']:.2f} s = {100 * overhead:.1f} % of wall; "
+    piped = bound["pipelined_s"]
+    print(f"  pipelined bound {piped:.2f} s (the last readout of each RoI overlaps the next "
+          f"move): overhead {wall - piped:.2f} s = {100 * (wall - piped) / wall:.1f} % of wall")
+    print(f"  against the sequential bound: {100 * overhead:.1f} % of wall; "
           f"wall / bound = {wall / bound['total_s']:.3f}")
     print("  stage totals: " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()))
     if detector is not None:
@@ -171,6 +179,8 @@ def main() -> None:
     parser.add_argument("--model", help="detector weights (default: bundled)")
     parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--roi", type=int, default=4, help="RoI whose timeline is shown")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="detector threads (default: the profile's [detector] threads)")
     parser.add_argument("--gantt", type=Path, default=None, metavar="PNG",
                         help="draw the timelines as a Gantt chart")
     args = parser.parse_args()
@@ -178,6 +188,9 @@ def main() -> None:
     rows = []
     for profile in args.profile:
         cfg = load_config(profile)
+        if args.threads is not None:
+            cfg = cfg.model_copy(update={"detector": cfg.detector.model_copy(
+                update={"threads": args.threads})})
         detector = None
         if not args.no_infer:
             from inference.detector import Detector

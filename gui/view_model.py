@@ -20,7 +20,15 @@ from gui.imaging import AZIMUTH_STEP_DEG
 from inspection import RoiDetected, RoiRecorded, SampleResult
 from recordings import DetectedObject
 from rig.layout import RoiGeometry
-from rig.scan import FrameCaptured, RoiCaptured, RoiStarted, ScanError, ScanFinished, ScanPaused
+from rig.scan import (
+    FrameCaptured,
+    RoiCaptured,
+    RoiRetake,
+    RoiStarted,
+    ScanError,
+    ScanFinished,
+    ScanPaused,
+)
 
 if TYPE_CHECKING:
     from gui.workers import LoadedRoi
@@ -250,6 +258,9 @@ class StationView:
                              "paused at a safe point: Resume continues, Abort stops"
                              if ev.paused else "")
             self._progress(u, self.progress.done, "paused" if ev.paused else "resumed")
+        elif isinstance(ev, RoiRetake):
+            u.status["camera"] = (f"RoI {ev.roi.index:02d}: {plain_error(ev.error).headline} "
+                                  f"Taking its stack again (retake {ev.attempt}).")
         elif isinstance(ev, ScanError):
             if ev.roi is not None:
                 self._set_state(u, s, ev.roi.index, "error")

@@ -403,7 +403,8 @@ class Detector:
         tp = replace(tp, tile=int(g("tile_px", tp.tile)),
                      overlap=int(g("tile_overlap_px", tp.overlap)),
                      batch_size=int(g("batch_size", tp.batch_size)))
-        options.setdefault("threads", int(g("threads", 0)) or max(1, (os.cpu_count() or 2) - 1))
+        # 0: all cores; acquisition mostly waits on devices (bench/bench_scan_cycle.py --threads)
+        options.setdefault("threads", int(g("threads", 0)) or (os.cpu_count() or 1))
         options.setdefault("engine", g("engine", "torch"))
         options = _with_default_typer(options)
         device = options.pop("device", g("device", "cpu"))

@@ -118,7 +118,7 @@ class DetectorSettings(_Section):
     tile_overlap_px: int = Field(256, ge=0)
     batch_size: int = Field(4, ge=1)
     threads: int = Field(0, ge=0, le=1024, description="CPU threads for the network; 0 = all "
-                         "cores but one, which stays free for acquisition")
+                         "cores (acquisition mostly waits on the devices)")
     engine: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
         "auto", description="network runtime; auto = the fastest installed one whose output "
         "matches PyTorch's, measured once per model and machine (inference/engines.py)")

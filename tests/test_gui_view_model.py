@@ -10,9 +10,18 @@ import pytest
 from gui.view_model import RecordingSummary, StationView
 from inspection import RoiDetected, RoiRecorded, SampleResult
 from recordings import DetectedObject
+from rig.camera import FrameTimeout
 from rig.config import parse_config
 from rig.layout import roi_layout
-from rig.scan import FrameCaptured, RoiCaptured, RoiStarted, ScanError, ScanFinished, ScanPaused
+from rig.scan import (
+    FrameCaptured,
+    RoiCaptured,
+    RoiRetake,
+    RoiStarted,
+    ScanError,
+    ScanFinished,
+    ScanPaused,
+)
 
 
 @pytest.fixture
@@ -114,6 +123,8 @@ def test_errors_reach_the_operator_and_mark_the_roi(view):
     rois = list(view.rois.values())
     view.begin_sample("S4", Path("S4.h5"))
     view.on_event(RoiStarted(rois[0], 0, len(rois)))
+    u = view.on_event(RoiRetake(rois[0], 1, FrameTimeout("no frame within 1.1 s")))
+    assert "Taking its stack again (retake 1)" in u.status["camera"] and u.error is None
     u = view.on_event(ScanError(rois[0], TimeoutError("no frame")))
     assert u.roi_states == {0: "error"} and isinstance(u.error, TimeoutError)
     u = view.finish(None, RuntimeError("camera gone"))
