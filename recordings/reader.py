@@ -168,7 +168,8 @@ class Recording:
         """Indices of finished planned RoIs (an interrupted RoI is not listed)."""
         rois = self._h5["rois"]
         planned = range(self.n_rois)
-        return sorted(i for n in rois if (i := schema.roi_index(n)) in planned
+        ids = [(schema.roi_index(n), n) for n in rois]
+        return sorted(i for i, n in ids if i is not None and i in planned
                       and roi_is_complete(rois, n))
 
     def unexpected_rois(self) -> list[str]:

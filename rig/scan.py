@@ -232,8 +232,12 @@ class ScanRunner:
                 self.rig.start_move(following.stage_xy_mm)
                 started.append(following)
 
+        taken: list[int] = []  # states of this attempt's frames so far
+
         def on_frame(frame: Frame) -> None:
-            self._emit(FrameCaptured(roi, frame.state, frame.frame_id, frame.image))
+            state = plan.states[len(taken)] if frame.state is None else frame.state
+            taken.append(state)
+            self._emit(FrameCaptured(roi, state, frame.frame_id, frame.image))
             if self._abort.is_set():
                 raise ScanAborted
 
@@ -247,6 +251,7 @@ class ScanRunner:
             t1 = time.monotonic()
             self._safe_point()
             started.clear()
+            taken.clear()
             try:
                 frames = self.rig.acquire_stack(plan.states, plan.exposure_us, plan.trigger,
                                                 plan.frame_timeout_s, on_frame=on_frame,
