@@ -89,6 +89,7 @@ def _sample_ids(args: argparse.Namespace) -> list[str]:
 
 def run_scan(args: argparse.Namespace) -> int:
     from inspection import InspectionRun, SampleResult
+    from recordings import check_sample_id
     from station import build_detector, load_station_config, open_rig, station_calibration
 
     cfg = load_station_config(args.config, sim=args.sim, seed=args.seed)
@@ -99,6 +100,9 @@ def run_scan(args: argparse.Namespace) -> int:
     cal = station_calibration(cfg)
     detector = None if args.no_infer else build_detector(cfg, cal, args.model)
     ids = [None] if args.resume else _sample_ids(args)
+    for sample_id in ids:  # every id names a file: refuse a bad one before any device moves
+        if sample_id is not None:
+            check_sample_id(sample_id)
 
     results: list[SampleResult] = []
     with open_rig(cfg, cal) as rig:
@@ -112,6 +116,11 @@ def run_scan(args: argparse.Namespace) -> int:
             results.append(result)
             if not args.json:
                 print(result.summary_line(), flush=True)
+            if result.verdict in ("INCOMPLETE", "ABORTED"):
+                config = f" --config {args.config}" if args.config else ""
+                print(f"  {result.sample_id}: what was captured is kept; finish it with: "
+                      f"main.py scan{config}{' --sim' if args.sim else ''} --resume "
+                      f"{result.recording}", file=sys.stderr, flush=True)
             if not result.complete and len(ids) > 1:
                 log.error("stopping the batch: %s is %s", result.sample_id, result.verdict)
                 break
@@ -159,7 +168,14 @@ def _run_with_progress(run, quiet: bool):
 
 def _write_report(out: Path, results) -> dict:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    json_path, csv_path = out / f"report-{stamp}.json", out / f"report-{stamp}.csv"
+    for n in range(1, 1000):  # two batches ending in the same second keep both reports
+        name = f"report-{stamp}" + (f"-{n}" if n > 1 else "")
+        json_path, csv_path = out / f"{name}.json", out / f"{name}.csv"
+        try:
+            json_path.open("x").close()  # claimed exclusively
+            break
+        except FileExistsError:
+            continue
     samples = [r.to_json() for r in results]
     report = {
         "created": datetime.now().isoformat(timespec="seconds"),

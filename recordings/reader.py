@@ -24,6 +24,21 @@ def roi_is_complete(rois: h5py.Group, name: str) -> bool:
         return False  # a group whose header never reached the disk
 
 
+def _root_problem(h5: h5py.File) -> str:
+    """What makes the root of a recording unusable, checked before anything is sized by it."""
+    if "rois" not in h5 or not isinstance(h5["rois"], h5py.Group):
+        return "no /rois group"
+    n = h5.attrs.get("n_rois")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) \
+            or not 1 <= int(n) <= schema.MAX_ROIS:
+        return f"n_rois = {n!r} is not a RoI count (1..{schema.MAX_ROIS})"
+    status = h5.attrs.get("status")
+    if status not in (schema.STATUS_COMPLETE, schema.STATUS_INCOMPLETE):
+        return f"status = {status!r} is neither {schema.STATUS_COMPLETE!r} nor " \
+               f"{schema.STATUS_INCOMPLETE!r}"
+    return ""
+
+
 def open_h5(path: Path, mode: str = "r") -> h5py.File:
     """Open a recording file with clear errors instead of h5py tracebacks."""
     if not path.exists():
@@ -53,9 +68,11 @@ def open_h5(path: Path, mode: str = "r") -> h5py.File:
             f"{path}: format_version {version} is not supported by this software "
             f"(reads {schema.SUPPORTED_MAJOR}.x); upgrade the station software"
         )
-    if "rois" not in h5:
+    problem = _root_problem(h5)
+    if problem:
         h5.close()
-        raise RecordingError(f"{path}: recording has no /rois group (damaged file)")
+        raise RecordingError(f"{path}: {problem} (damaged or edited file; `main.py recordings "
+                             "verify` lists what is wrong)")
     return h5
 
 

@@ -25,6 +25,7 @@ SUPPORTED_MAJOR = 1
 
 STATUS_COMPLETE = "complete"
 STATUS_INCOMPLETE = "incomplete"
+MAX_ROIS = 2500  # a 50 x 50 grid, the most a station config allows
 
 BAYER_PATTERN = "GRBG"
 BIT_DEPTH = 12

@@ -20,7 +20,8 @@ BUNDLED_PROFILES = ("sim", "fast")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # unknown keys are typos; inf and nan are never a setting (`exposure_us = inf`)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 Positive = Annotated[float, Field(gt=0)]
@@ -78,15 +79,16 @@ class CameraSettings(_Section):
     backend: Literal["sim", "pylon", "genicam"] = "sim"
     serial: str = Field("", description="camera serial number; empty = first camera found")
     cti: str = Field("", description="GenTL producer (.cti) for the genicam backend")
-    width: int = Field(3504, gt=0, multiple_of=2)
-    height: int = Field(3120, gt=0, multiple_of=2)
+    width: int = Field(3504, gt=0, le=16384, multiple_of=2)
+    height: int = Field(3120, gt=0, le=16384, multiple_of=2)
     pixel_format: Literal["BayerGR12"] = "BayerGR12"
-    exposure_us: Positive = 20000.0
+    exposure_us: float = Field(20000.0, gt=0, le=10_000_000)
     gain_db: float = Field(0.0, ge=0, le=48)
     trigger: Literal["hardware", "software"] = "hardware"
     black_level_dn: int = Field(64, ge=0, lt=4096)
-    readout_s: float = Field(0.06, ge=0, description="sensor readout + transfer per frame")
-    frame_timeout_margin_s: float = Field(1.0, ge=0)
+    readout_s: float = Field(0.06, ge=0, le=10, description="sensor readout + transfer per "
+                             "frame")
+    frame_timeout_margin_s: float = Field(1.0, ge=0, le=60)
 
 
 class SampleSettings(_Section):
@@ -98,7 +100,7 @@ class SampleSettings(_Section):
 class ScanSettings(_Section):
     columns: int = Field(2, ge=1, le=50)
     rows: int = Field(5, ge=1, le=50)
-    min_overlap_px: int = Field(256, ge=0)
+    min_overlap_px: int = Field(256, ge=0, le=8192)
     pixel_size_mm: Positive = 0.0114
     states: int = Field(6, description="illumination states per RoI; only 6 is supported")
 
@@ -114,9 +116,9 @@ class ScanSettings(_Section):
 class DetectorSettings(_Section):
     model: str = Field("", description="weights file (.safetensors); empty = bundled model")
     device: Literal["cpu", "cuda", "auto"] = "auto"
-    tile_px: int = Field(1024, ge=64, multiple_of=64)
+    tile_px: int = Field(1024, ge=64, le=16384, multiple_of=64)
     tile_overlap_px: int = Field(256, ge=0)
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, le=256)
     threads: int = Field(0, ge=0, le=1024, description="CPU threads for the network; 0 = all "
                          "cores (acquisition mostly waits on the devices)")
     engine: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
@@ -129,8 +131,8 @@ class DetectorSettings(_Section):
     min_high_px: int | None = Field(None, ge=1, description="empty = the model card's: map "
                                     "pixels of a cluster that must reach t_high (paper: 1)")
     dbscan_eps: Positive = 25.0
-    dbscan_min_samples: int = Field(16, ge=1)
-    cluster_downscale: int = Field(8, ge=1)
+    dbscan_min_samples: int = Field(16, ge=1, le=100_000)
+    cluster_downscale: int = Field(8, ge=1, le=64)
     clusterer: Literal["dbscan", "hysteresis"] = Field(
         "hysteresis", description="hysteresis = same objects as DBSCAN, faster (bench/bench_postprocess.py)")
     contaminant_threshold: float = Field(0.3, gt=0, lt=1)
@@ -223,7 +225,13 @@ def load_config(path: str | Path | None = None) -> StationConfig:
                 f"station config {p} not found; pass --config with an existing TOML file "
                 f"or use a bundled profile ({', '.join(BUNDLED_PROFILES)})"
             )
-        text, source = p.read_text(), str(p)
+        try:
+            text, source = p.read_text(encoding="utf-8"), str(p)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"station config {p} is not UTF-8 text (byte {exc.start}): is it "
+                              "a TOML file? Save it as UTF-8") from None
+        except OSError as exc:
+            raise ConfigError(f"station config {p} cannot be read: {exc.strerror}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -126,3 +126,13 @@ def test_an_unanticipated_exception_exits_3_with_the_log_path(tmp_path: Path, mo
     assert code == 3 and "internal error: ZeroDivisionError: a bug" in err
     assert str(tmp_path / "logs" / "station.log") in err
     assert "ZeroDivisionError" in (tmp_path / "logs" / "station.log").read_text()
+
+
+def test_two_batches_in_the_same_second_keep_both_reports(tmp_path: Path) -> None:
+    from cli.scan import _write_report
+    from inspection import SampleResult
+
+    results = [SampleResult("S1", "PASS", tmp_path / "S1.h5")]
+    first, second = _write_report(tmp_path, results), _write_report(tmp_path, results)
+    paths = {first["files"]["json"], second["files"]["json"]}
+    assert len(paths) == 2 and all(json.loads(Path(p).read_text())["samples"] for p in paths)
