@@ -99,6 +99,9 @@ class _Marker:
         return self.name
 
 
+RESET_BANNER_DELAY_S = gp.ALARM_REPORT_DELAY_S + 0.1  # ALARM:3/6-9 delay the banner this long
+RESET_RESEND_S = 0.7  # Ctrl-X again when no banner came: longer than that delay, so never twice
+
 _RESET = _Marker("reset")     # the controller reset before acknowledging the line
 _LOST = _Marker("lost")       # acknowledgement never came; re-sync proved the line processed
 
@@ -168,6 +171,7 @@ class GrblStage(Stage):
         self._eff_speed = self.settings.max_speed_mm_s
         self._eff_accel = self.settings.acceleration_mm_s2
         self._arrival = 0.0  # monotonic time the queued moves should end (trapezoid times)
+        self._critical_since: float | None = None  # ALARM:1/2 seen, no reset since
 
     # ------------------------------------------------------------------------------------
     # lifecycle
@@ -241,6 +245,8 @@ class GrblStage(Stage):
         """``$X``: clear the alarm lock without homing (only when the position is known good)."""
         with self._lock:
             self._link.require_open()
+            if self._critical_since is not None:  # silent until reset: reset first
+                self._soft_reset_sync(critical=True)
             st = self._query_status(self.settings.command_timeout_s)
             if st.state is gp.MachineState.ALARM and self._critical_alarm_pending():
                 self._soft_reset_sync()
@@ -451,6 +457,8 @@ class GrblStage(Stage):
     # homing, alarms, resets, stop
     # ------------------------------------------------------------------------------------
     def _home(self, timeout: float) -> None:
+        if self._critical_since is not None:  # silent until reset: reset first
+            self._soft_reset_sync(critical=True)
         st = self._query_status(self.settings.command_timeout_s)
         if st.state in (gp.MachineState.RUN, gp.MachineState.JOG, gp.MachineState.HOLD):
             raise StageStateError(f"cannot home the stage on {self.port} while it is in "
@@ -483,7 +491,26 @@ class GrblStage(Stage):
         self.messages.clear()
 
     def _critical_alarm_pending(self) -> bool:
-        return bool(self.messages) and self.messages[-1] == gp.MSG_RESET_TO_CONTINUE
+        return self._critical_since is not None or (
+            bool(self.messages) and self.messages[-1] == gp.MSG_RESET_TO_CONTINUE)
+
+    def _await_greeting(self, timeout: float) -> None:
+        """Until the next banner arrives (or `timeout`): after a self-resetting alarm GRBL
+        answers nothing for its 500 ms report delay."""
+        count, deadline = self._greetings, time.monotonic() + timeout
+        while self._greetings == count and time.monotonic() < deadline:
+            self._pump(deadline)
+        self._drain(0.02)
+
+    def _wait_for_reset_prompt(self) -> None:
+        """After ALARM:1/2, until "[MSG:Reset to continue]" (or 0.6 s after the alarm line):
+        a Ctrl-X before it is discarded by the firmware."""
+        since = self._critical_since or time.monotonic()
+        deadline = since + gp.ALARM_REPORT_DELAY_S + 0.1
+        while time.monotonic() < deadline:
+            if self.messages and self.messages[-1] == gp.MSG_RESET_TO_CONTINUE:
+                return
+            self._pump(deadline)
 
     def _check_async(self) -> None:
         """Raise for what arrived unasked: an alarm, an unexpected reset, a stop request."""
@@ -506,7 +533,10 @@ class GrblStage(Stage):
         self._queue.clear()
         self._expect_greeting = True
         try:
-            self._drain(0.05)          # a self-reset greeting may be right behind the alarm
+            if code is not None and code not in gp.CRITICAL_ALARMS:
+                self._await_greeting(RESET_BANNER_DELAY_S)  # the firmware restarts by itself
+            else:
+                self._drain(0.05)
         finally:
             self._expect_greeting = False
         self._alarm = None
@@ -518,7 +548,7 @@ class GrblStage(Stage):
         elif self.settings.rehome_after_alarm and rehomable:
             self._recovering = True
             try:
-                self._soft_reset_sync()
+                self._soft_reset_sync(critical=code in gp.CRITICAL_ALARMS)
                 if code == 2:
                     self._command(gp.cmd_unlock(), self.settings.command_timeout_s,
                                   verify=lambda s: s.state is not gp.MachineState.ALARM)
@@ -537,20 +567,36 @@ class GrblStage(Stage):
         raise StageAlarmError(f"GRBL on {self.port}: {text}{note}", code=code,
                               controller_text=text, recovered=recovered, port=self.port)
 
-    def _soft_reset_sync(self) -> gp.StatusReport:
-        """Ctrl-X, wait for the greeting, then for a status (so no older line is in transit)."""
+    def _soft_reset_sync(self, critical: bool = False) -> gp.StatusReport:
+        """Ctrl-X, wait for the greeting, then for a status (so no older line is in transit).
+
+        GRBL 1.1h delays 500 ms after every ALARM line and only then restarts (or, after a
+        hard or soft limit, prints "[MSG:Reset to continue]" and discards any reset received
+        so far): so `critical` first waits for that message (or 0.6 s), Ctrl-X is sent again
+        while no banner comes, and the late `ok` of the line that tripped is ignored.
+        """
         self._expect_greeting = True
         try:
+            if critical:
+                self._wait_for_reset_prompt()
             self._drain(0.05)
             count = self._greetings
-            self._link.write(gp.cmd_soft_reset())
-            deadline = time.monotonic() + self.settings.command_timeout_s
+            budget = self.settings.command_timeout_s + RESET_BANNER_DELAY_S
+            deadline = time.monotonic() + budget
+            next_send = time.monotonic()
             while self._greetings == count:
-                if time.monotonic() >= deadline:
-                    raise StageTimeoutError(
-                        f"GRBL on {self.port} did not restart after a soft reset within "
-                        f"{self.settings.command_timeout_s:.1f} s", port=self.port)
-                self._pump(deadline)
+                now = time.monotonic()
+                if now >= deadline:
+                    what = ("critical alarm: the controller waits for a reset and did not "
+                            "take one; power-cycle it" if critical else
+                            "did not restart after a soft reset")
+                    raise StageTimeoutError(f"GRBL on {self.port} {what} (within "
+                                            f"{budget:.1f} s)", port=self.port)
+                if now >= next_send:  # again while no banner: the firmware may have cleared it
+                    self._link.write(gp.cmd_soft_reset())
+                    next_send = now + RESET_RESEND_S
+                self._pump(min(deadline, next_send))
+            self._critical_since = None
             st = self._query_status(self.settings.command_timeout_s)
         finally:
             self._expect_greeting = False
@@ -809,6 +855,12 @@ class GrblStage(Stage):
                 next_send = time.monotonic()       # WCO comes every few reports: ask again
             now = time.monotonic()
             if now >= deadline:
+                if self._critical_since is not None:
+                    raise StageAlarmError(
+                        f"GRBL on {self.port}: critical alarm (hard or soft limit): reset "
+                        "required; the controller answers nothing until it is reset "
+                        "(reset() or power-cycle), then home()", code=None,
+                        controller_text="critical alarm", recovered=False, port=self.port)
                 raise StageTimeoutError(
                     f"no status report from GRBL on {self.port} within {timeout:.1f} s: the "
                     "controller stopped answering (stalled, disconnected, or busy in a "
@@ -889,8 +941,11 @@ class GrblStage(Stage):
         elif isinstance(msg, gp.AlarmReply):
             log.warning("GRBL on %s: %s", self.port, msg.describe())
             self._alarm = msg
+            if msg.code in gp.CRITICAL_ALARMS:
+                self._critical_since = time.monotonic()  # silent until reset from here
         elif isinstance(msg, gp.Greeting):
             self._greetings += 1
+            self._critical_since = None
             self.firmware_version = msg.version
             for ticket, _ in self._streamer.clear():
                 self._results[ticket] = _RESET

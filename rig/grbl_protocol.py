@@ -127,7 +127,8 @@ ALARM_CODES: dict[int, tuple[str, str]] = {
 # here: repeating a failed homing cycle would just fail again).
 REHOMABLE_ALARMS = frozenset({1, 2, 3})
 # Alarms that block everything but a soft reset ("[MSG:Reset to continue]").
-CRITICAL_ALARMS = frozenset({1, 2, 10})
+CRITICAL_ALARMS = frozenset({1, 2})  # hard and soft limit: GRBL 1.1h then waits for a reset
+ALARM_REPORT_DELAY_S = 0.5  # report.c: delay_ms(500) after every ALARM:N line
 
 
 def error_text(code: int | None) -> str:

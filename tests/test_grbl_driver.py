@@ -400,3 +400,22 @@ def test_every_stage_error_is_a_stage_error():
     for cls in (StageAlarmError, StageCommandError, StageConnectionError, StageLimitError,
                 StageMotionError, StageProtocolError, StageStateError, StageTimeoutError):
         assert issubclass(cls, StageError)
+
+
+def test_critical_alarm_with_real_firmware_timing_is_reported_then_recovered(stage, emu):
+    """ALARM:1 as GRBL 1.1h does it (500 ms silence, then nothing answered until a reset):
+    without automatic recovery a later call says "reset required" (not "disconnected");
+    home() resets as the firmware requires (after its prompt) and re-homes."""
+    stage.settings.rehome_after_alarm = False
+    stage.move_to(20.0, 20.0)
+    emu.raise_alarm(1)
+    with pytest.raises(StageAlarmError) as info:
+        stage.move_to(30.0, 20.0)
+    assert info.value.code == 1 and not info.value.recovered
+    with pytest.raises(StageAlarmError, match="critical alarm .*reset required"):
+        stage.status()
+    t0 = time.monotonic()
+    stage.home()
+    assert time.monotonic() - t0 < stage.settings.homing_timeout_s
+    stage.move_to(30.0, 20.0)
+    assert stage.position() == pytest.approx((30.0, 20.0), abs=1e-3)

@@ -42,6 +42,12 @@ class Link:
         out, self.buf = self.buf[:i], self.buf[i:]
         return out
 
+    def read_available(self) -> bytes:
+        """Everything received and not consumed yet."""
+        self.buf += self.ser.read(self.ser.in_waiting)
+        out, self.buf = self.buf, b""
+        return out
+
     def status(self) -> gp.StatusReport:
         self.send(b"?")
         line = self.until(b">\r\n")
@@ -188,17 +194,44 @@ def test_reset_during_motion_is_alarm_3(link, emu):
 
 
 def test_soft_limit_alarm_blocks_until_reset(link, emu):
+    """GRBL 1.1h: ALARM:2, 500 ms of silence (report.c), [MSG:Reset to continue]; a Ctrl-X sent
+    before that message is discarded; then nothing, not even `?`, is answered until a new
+    Ctrl-X, after which the line that tripped gets its late `ok`, then the banner."""
     home(link)
+    t0 = time.monotonic()
     link.send(b"G0 X250\n")
-    assert link.until(b"[MSG:Reset to continue]\r\n") == b"ALARM:2\r\n[MSG:Reset to continue]\r\n"
-    link.send(b"$X\n")                          # ignored until a reset
-    time.sleep(0.05)
-    assert link.status().state is gp.MachineState.ALARM
+    assert link.until(b"ALARM:2\r\n") == b"ALARM:2\r\n"
+    link.send(b"\x18")                          # too early: cleared by the firmware
+    got = link.until(b"[MSG:Reset to continue]\r\n")
+    assert got == b"[MSG:Reset to continue]\r\n" and time.monotonic() - t0 >= 0.45
+    link.send(b"?$X\n")                         # the critical loop answers nothing
+    time.sleep(0.3)
+    assert link.read_available() == b""
     link.send(b"\x18")
-    link.until(b"[MSG:'$H'|'$X' to unlock]\r\n")
+    got = link.until(b"[MSG:'$H'|'$X' to unlock]\r\n")
+    assert got.startswith(b"ok\r\n\r\nGrbl 1.1h")
     link.send(b"$X\n")
     link.until(b"ok\r\n")
     assert link.status().state is gp.MachineState.IDLE and emu.homed   # position retained
+
+
+def test_hard_limit_alarm_has_no_late_ok_and_reset_in_motion_banner_waits(link, emu):
+    home(link)
+    emu.raise_alarm(1)
+    link.until(b"[MSG:Reset to continue]\r\n")
+    link.send(b"\x18")
+    got = link.until(b"[MSG:'$H'|'$X' to unlock]\r\n")
+    assert got.startswith(b"\r\nGrbl 1.1h")    # nothing tripped inside a line: no late ok
+    link.send(b"$X\n")
+    link.until(b"ok\r\n")
+    link.send(b"G1 X100 F300\n")                # a long move, then a reset in motion
+    link.until(b"ok\r\n")
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    link.send(b"\x18")
+    link.until(b"ALARM:3\r\n")
+    link.until(b"Grbl 1.1h")
+    assert time.monotonic() - t0 >= 0.45           # the banner after the alarm's 500 ms
 
 
 def test_rx_buffer_overflows_when_the_host_ignores_character_counting(link, emu):
@@ -258,6 +291,8 @@ def test_fault_injection_raw(link, emu):
     assert all(b >= 0x80 for b in garbled[:-2])
     emu.inject("alarm", code=1)
     assert link.until(b"[MSG:Reset to continue]\r\n") == b"ALARM:1\r\n[MSG:Reset to continue]\r\n"
+    link.send(b"\x18")                          # out of the critical loop: it answers again
+    link.until(b"to unlock]\r\n")
     emu.stall(0.2)
     t0 = time.monotonic()
     link.send(b"?")

@@ -226,6 +226,9 @@ class GrblEmulator(PtyDevice):
         self._motion_mode = 0                     # 0 = G0, 10 = G1, 800 = G80
         self._mode = _IDLE
         self._critical = False
+        self._alarm_pause_until: float | None = None  # inside the 500 ms after an ALARM line
+        self._alarm_code = 0
+        self._late_ok = False  # the line that tripped a soft limit is acknowledged after reset
         self.homed = False
         self._rx = bytearray()
         self.rx_overflows = 0
@@ -285,6 +288,8 @@ class GrblEmulator(PtyDevice):
         self._err = _scale(self._phys, -1.0)
         self.homed = False
         self._critical = False
+        self._alarm_pause_until = None
+        self._late_ok = False
         self._rx.clear()
         self._reset_parser()
         self._mode = _ALARM if self._settings[22] else _IDLE
@@ -294,6 +299,12 @@ class GrblEmulator(PtyDevice):
     def _on_bytes(self, data: bytes, now: float) -> None:
         self._advance(now)
         for b in data:
+            if self._alarm_pause_until is not None:
+                continue  # inside report_alarm_message's 500 ms delay: bytes are not handled
+            if self._critical:                     # the critical loop: only a reset gets out
+                if b == 0x18:
+                    self._critical_reset(now)
+                continue
             if b == 0x18:
                 self._soft_reset(now)
             elif b == 0x3F:                        # '?'
@@ -310,6 +321,11 @@ class GrblEmulator(PtyDevice):
                 self._rx.append(b)
 
     def _on_tick(self, now: float) -> float | None:
+        if self._alarm_pause_until is not None:
+            if now < self._alarm_pause_until:
+                return self._alarm_pause_until
+            self._alarm_pause_until = None
+            self._after_alarm_report()
         self._advance(now)
         self._process_lines(now)
         self._advance(now)
@@ -434,13 +450,30 @@ class GrblEmulator(PtyDevice):
             self.homed = False
         self._mode = _ALARM
         self._emit(f"ALARM:{code}")
-        if code in gp.CRITICAL_ALARMS:
+        # report.c waits 500 ms after every ALARM line; protocol.c then either enters the
+        # critical loop (hard/soft limit: "[MSG:Reset to continue]", any reset sent so far is
+        # cleared, nothing is answered until a new Ctrl-X) or restarts the firmware
+        self._alarm_pause_until = now + gp.ALARM_REPORT_DELAY_S * self.config.time_scale
+        self._alarm_code = code
+        self._status_requested = False
+
+    def _after_alarm_report(self) -> None:
+        if self._alarm_code in gp.CRITICAL_ALARMS:
             self._critical = True
             self._emit(f"[MSG:{gp.MSG_RESET_TO_CONTINUE}]")
         else:                                      # the firmware resets itself
             self._rx.clear()
             self._reset_parser()
             self._emit_greeting()
+
+    def _critical_reset(self, now: float) -> None:
+        """The Ctrl-X that ends the critical loop: the line that tripped gets its late `ok`
+        (its parser call returns), then the firmware restarts, still in alarm."""
+        self._critical = False
+        if self._late_ok:
+            self._late_ok = False
+            self._emit("ok")
+        self._soft_reset(now)
 
     def _soft_reset(self, now: float) -> None:
         self._advance(now)
@@ -454,11 +487,14 @@ class GrblEmulator(PtyDevice):
         self._reset_parser()
         self._critical = False
         self._status_requested = False
-        if alarm is not None:
+        if alarm is not None:  # reset in motion or homing: ALARM, its 500 ms, then the banner
             self.homed = False
             self._mode = _ALARM
             self._emit(f"ALARM:{alarm}")
-        elif self._mode != _ALARM:
+            self._alarm_pause_until = now + gp.ALARM_REPORT_DELAY_S * self.config.time_scale
+            self._alarm_code = alarm
+            return
+        if self._mode != _ALARM:
             self._mode = _IDLE                     # a completed feed hold keeps its position
         self._emit_greeting()
 
@@ -753,5 +789,7 @@ class GrblEmulator(PtyDevice):
         return False
 
     def _soft_limit(self, now: float) -> None:
-        """GRBL 1.1: feed hold, reset, ALARM:2, and block until the host resets."""
+        """GRBL 1.1: ALARM:2 from inside the line's parser, which blocks until the host resets
+        (then that line is acknowledged late)."""
         self._trip_alarm(2, now)
+        self._late_ok = True
