@@ -313,7 +313,9 @@ class MainWindow(QtWidgets.QMainWindow):
         running = self.scanning
         ready = self.ready
         calibrating = self.calibration.running
-        self.controls.set_running(running, can_start=ready)
+        live = self.vm.live
+        self.controls.set_running(running, can_start=ready,
+                                  stopping=live is not None and live.aborting)
         self.manual.setEnabled(self.rig is not None and not running and not calibrating)
         self.calibration.setEnabled(self.rig is not None and not running)
         self.live_action.setEnabled(not self.sample.live)

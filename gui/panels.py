@@ -308,10 +308,11 @@ class ControlPanel(QtWidgets.QWidget):
         self.pause_btn.setText("▶  Resume" if on else "❚❚  Pause")
         self.pause_requested.emit(on)
 
-    def set_running(self, running: bool, can_start: bool = True) -> None:
+    def set_running(self, running: bool, can_start: bool = True, stopping: bool = False) -> None:
+        """`stopping`: an abort was asked for; nothing can be paused or aborted any more."""
         self.start_btn.setEnabled(not running and can_start)
-        self.pause_btn.setEnabled(running)
-        self.abort_btn.setEnabled(running)
+        self.pause_btn.setEnabled(running and not stopping)
+        self.abort_btn.setEnabled(running and not stopping)
         if not running:
             self.pause_btn.blockSignals(True)
             self.pause_btn.setChecked(False)

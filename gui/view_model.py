@@ -315,7 +315,7 @@ class StationView:
                 if s.states.get(i) in (None, "capturing"):
                     self._set_state(u, s, i, "pending")
         u.objects = s is self.shown
-        self._banner(u, s, result.verdict, self.result_detail(result))
+        self._banner(u, s, result.verdict, self.result_detail(result, s))
         u.history = self.history.add(result)
         self._progress(u, len(s.recorded), result.verdict.lower())
         state = "complete" if result.complete else "incomplete"
@@ -324,9 +324,11 @@ class StationView:
         return u
 
     @staticmethod
-    def result_detail(result: SampleResult) -> str:
-        text = counts_text(len(result.scratches), len(result.contaminants),
-                           result.timings_s.get("total", 0.0))
+    def result_detail(result: SampleResult, s: SampleState) -> str:
+        """Counts as the table lists them: merged for a verdict, per RoI so far otherwise."""
+        sc, co = s.objects()
+        text = ("" if s.merged or not s.detections else "inspected so far: ") + counts_text(
+            len(sc), len(co), result.timings_s.get("total", 0.0))
         if result.verdict in ("ABORTED", "INCOMPLETE"):
             text += (f"\nnot a verdict on the glass: start sample {result.sample_id} again to "
                      "finish its recording")

@@ -216,13 +216,30 @@ def test_abort_mid_scan(qtbot, own_window, station):
     qtbot.waitUntil(lambda: win.live_sample is not None and len(win.live_sample.recorded) >= 2,
                     timeout=60_000)
     qtbot.mouseClick(win.controls.abort_btn, Qt.MouseButton.LeftButton)
+    if win.scanning:  # until the run stops: it says so, and nothing else can be pressed
+        assert win.verdict.text == "ABORTING"
+        assert not win.controls.abort_btn.isEnabled() and not win.controls.pause_btn.isEnabled()
     result = _wait_result(qtbot, win, "ABORT-ME", 30_000)
     assert result.verdict == "ABORTED" and win.verdict.text == "ABORTED"
+    listed = [kind for kind, _ in win.table.objects]  # the banner counts what the table lists
+    assert (f"{listed.count('scratch')} scratch(es) · {listed.count('contaminant')} "
+            "contaminant(s)") in win.verdict.counts.text()
     assert "pending" in win.map.states.values()
     assert win.controls.start_btn.isEnabled() and not win.controls.abort_btn.isEnabled()
     assert win.verdict.table.item(0, 2).text() == "ABORTED"
     with R.Recording(cfg.paths.recordings / "ABORT-ME.h5") as rec:
         assert rec.status == "incomplete" and 2 <= len(rec.roi_ids()) < 10
+    win.close()
+
+
+def test_unsafe_sample_ids_are_refused_in_the_window(qtbot, own_window, station, tmp_path):
+    cfg, rig = station()
+    win = open_window(qtbot, own_window, cfg, rig, make_detector(cfg))
+    for bad in ("LOT 7/12", "../X", "a\x01b"):
+        win.start_inspection(bad)
+        assert not win.scanning and win.live_sample is None
+        assert "cannot name a recording" in win.status.error.text()
+    assert not list(Path(cfg.paths.recordings).parent.rglob("12.h5"))
     win.close()
 
 
