@@ -129,7 +129,8 @@ def run_scan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"report: {report['files']['json']}  {report['files']['csv']}")
+        if report["files"]:
+            print(f"report: {report['files']['json']}  {report['files']['csv']}")
     if any(not r.complete for r in results) or len(results) < len(ids):
         return EXIT_ERROR
     return EXIT_FAIL if any(r.verdict == "FAIL" for r in results) else EXIT_OK
@@ -167,33 +168,40 @@ def _run_with_progress(run, quiet: bool):
 
 
 def _write_report(out: Path, results) -> dict:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    for n in range(1, 1000):  # two batches ending in the same second keep both reports
-        name = f"report-{stamp}" + (f"-{n}" if n > 1 else "")
-        json_path, csv_path = out / f"{name}.json", out / f"{name}.csv"
-        try:
-            json_path.open("x").close()  # claimed exclusively
-            break
-        except FileExistsError:
-            continue
+    """The batch report as JSON + CSV in `out`; when `out` cannot take it (disk full), on
+    stderr instead, so a line controller still gets every sample's outcome."""
     samples = [r.to_json() for r in results]
-    report = {
+    report: dict[str, Any] = {
         "created": datetime.now().isoformat(timespec="seconds"),
         "samples": samples,
         "summary": {v: sum(r.verdict == v for r in results)
                     for v in ("PASS", "FAIL", "NOT-INSPECTED", "INCOMPLETE", "ABORTED")},
-        "files": {"json": str(json_path), "csv": str(csv_path)},
+        "files": {},
     }
-    json_path.write_text(json.dumps(report, indent=2))
-    with csv_path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["sample_id", "verdict", "scratches", "contaminants", "total_s", "recording",
-                    "error"])
-        for r in results:
-            w.writerow([r.sample_id, r.verdict, len(r.scratches), len(r.contaminants),
-                        f"{r.timings_s.get('total', 0):.2f}", r.recording, r.error])
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    try:
+        for n in range(1, 1000):  # two batches ending in the same second keep both reports
+            name = f"report-{stamp}" + (f"-{n}" if n > 1 else "")
+            json_path, csv_path = out / f"{name}.json", out / f"{name}.csv"
+            try:
+                json_path.open("x").close()  # claimed exclusively
+                break
+            except FileExistsError:
+                continue
+        report["files"] = {"json": str(json_path), "csv": str(csv_path)}
+        json_path.write_text(json.dumps(report, indent=2))
+        with csv_path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["sample_id", "verdict", "scratches", "contaminants", "total_s",
+                        "recording", "error"])
+            for r in results:
+                w.writerow([r.sample_id, r.verdict, len(r.scratches), len(r.contaminants),
+                            f"{r.timings_s.get('total', 0):.2f}", r.recording, r.error])
+    except OSError as exc:
+        report["files"] = {}
+        print(f"error: the batch report could not be written to {out} ({exc.strerror}); "
+              "here it is:\n" + json.dumps(report, indent=2), file=sys.stderr)
     return report
-
 
 
 # -- infer ---------------------------------------------------------------------------------------

@@ -48,6 +48,15 @@ def verify_recording(path: str | Path) -> VerifyReport:
                                    f"{rec.n_rois} planned RoIs (edited or damaged file)")
         if rec.status == schema.STATUS_COMPLETE and report.missing_rois:
             report.problems.append(f"marked complete but RoIs {report.missing_rois} are missing")
+        if rec.has_results:  # the detector's conclusions must be readable whole
+            try:
+                res = rec.results()
+                assert res is not None
+                for m in res.probability_maps.values():
+                    m[()]
+            except (KeyError, OSError, ValueError, TypeError, AssertionError) as exc:
+                report.problems.append(f"/results is damaged ({exc!r}); run `main.py infer` "
+                                       "on the file to write them again")
         for roi in rec.rois():
             missing = [a for a in REQUIRED_ROI_ATTRS if a not in roi.group.attrs]
             if missing:

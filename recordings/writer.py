@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -28,6 +29,12 @@ from recordings.errors import RecordingError
 from recordings.reader import Roi, open_h5, roi_is_complete
 
 log = logging.getLogger(__name__)
+
+SPACE_MARGIN_BYTES = 2 * 2**20  # HDF5 metadata, truth, /results of a small recording
+
+
+class DiskFull(RecordingError):
+    """Not enough free space for the next RoI; nothing of it was written."""
 
 SOFTWARE_VERSION = "0.1.0"
 
@@ -158,6 +165,21 @@ class RecordingWriter:
         done = set(self.completed_rois())
         return [i for i in range(self.n_rois) if i not in done]
 
+    def _check_space(self, nbytes: int) -> None:
+        """Refuse a RoI the disk cannot hold before HDF5 starts writing it: a write that fails
+        half-way leaves the HDF5 library in a state that can crash the process on close. The
+        stack is never larger compressed than raw; the margin covers metadata and results."""
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return  # cannot tell (network share): let the write itself report
+        need = nbytes + SPACE_MARGIN_BYTES
+        if free < need:
+            raise DiskFull(
+                f"disk full: {free / 2**20:.1f} MB free in {self.path.parent}, a RoI needs up to "
+                f"{need / 2**20:.1f} MB. Free some space (or choose another --out); what was "
+                f"recorded is kept: finish it with scan --resume {self.path}")
+
     def read_raw(self, index: int) -> np.ndarray:
         """Read back a finished RoI's stack, checksum verified (for detecting RoIs recorded
         before a resume)."""
@@ -191,6 +213,7 @@ class RecordingWriter:
                              ("azimuths_deg", azimuths_deg)):
             if len(values) != n_states:
                 raise RecordingError(f"{name} has {len(values)} values for {n_states} states")
+        self._check_space(raw.nbytes + (truth.scratch_mask.nbytes if truth else 0))
         rois = self._h5["rois"]
         name = schema.roi_name(index)
         if name in rois:

@@ -113,3 +113,75 @@ def test_results_are_replaced_whole_or_not_at_all(recording: Path, tmp_path: Pat
     R.add_results(path, good)  # the next write clears what the failed one left
     with h5py.File(path, "r") as h5:
         assert RESULTS_STAGING not in h5 and h5["results"].attrs["detector"] == "model A"
+
+
+def test_a_full_disk_stops_the_sample_cleanly_and_resume_finishes_it(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """The free space runs out before RoI 3 (reported by the OS call the writer asks): the
+    sample ends INCOMPLETE with a one-line reason, what was written verifies, and a resume on
+    a disk with space completes it."""
+    import shutil as sh
+    from collections import namedtuple
+
+    from inspection import InspectionRun
+    from recordings.writer import DiskFull
+    from rig.rig import build_rig
+    from tests.conftest import fast_sim_config
+
+    usage, calls = sh.disk_usage, []
+    Usage = namedtuple("Usage", "total used free")
+
+    def filling_up(path):
+        calls.append(path)
+        real = usage(path)
+        return Usage(real.total, real.used, real.free if len(calls) <= 3 else 1024)
+
+    cfg = fast_sim_config()
+    with build_rig(cfg) as rig:
+        rig.samples.load_virtual_sample(11)
+        monkeypatch.setattr("recordings.writer.shutil.disk_usage", filling_up)
+        result = InspectionRun(cfg, rig, None, tmp_path, "FULL-1").run()
+        monkeypatch.setattr("recordings.writer.shutil.disk_usage", usage)
+        assert result.verdict == "INCOMPLETE" and result.error.startswith("disk full")
+        assert f"scan --resume {result.recording}" in result.error
+        report = R.verify_recording(result.recording)
+        assert report.ok and report.rois_ok == [0, 1, 2]
+        resumed = InspectionRun(cfg, rig, None, tmp_path, "", resume=result.recording).run()
+    assert resumed.complete and R.verify_recording(result.recording).rois_ok == list(range(10))
+    assert issubclass(DiskFull, R.RecordingError)
+
+
+def test_scan_on_a_really_full_filesystem_exits_2_without_a_crash(tmp_path: Path) -> None:
+    """A 6 MB tmpfs (where this machine lets the test mount one)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6M", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or 'not root'})")
+    try:
+        station = tmp_path / "station.toml"
+        station.write_text("[camera]\nwidth = 512\nheight = 512\nexposure_us = 2000.0\n"
+                           "[sim]\nrealtime = false\n")
+        run = subprocess.run(
+            [sys.executable, "main.py", "--log-dir", str(tmp_path / "logs"), "scan", "--config",
+             str(station), "--sim", "--out", str(mount / "out"), "--sample-id", "DF1",
+             "--no-infer"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 2, run.stderr
+        assert "disk full" in run.stderr and "Traceback" not in run.stderr
+        assert R.verify_recording(mount / "out" / "DF1.h5").ok
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_verify_finds_damaged_results_and_infer_repairs_them(recording: Path,
+                                                             tmp_path: Path) -> None:
+    path = copy(recording, tmp_path)
+    code, rep, _ = infer(path, tmp_path)
+    assert rep["written"]
+    with h5py.File(path, "r+") as h5:
+        del h5["results/scratches"]  # as a crash of older software could leave it
+    report = R.verify_recording(path)
+    assert not report.ok and any("/results is damaged" in p for p in report.problems)
+    infer(path, tmp_path)
+    assert R.verify_recording(path).ok
