@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from inference.interfaces import Detector, RoiResult
-from recordings import DetectedObject, RecordingWriter, check_sample_id
+from recordings import DetectedObject, RecordingError, RecordingWriter, check_sample_id
 from rig.config import StationConfig
 from rig.interfaces import Rig
 from rig.layout import RoiGeometry
@@ -30,6 +30,26 @@ from rig.scan import RoiCaptured, ScanEvent, ScanFinished, ScanPlan, ScanRunner
 log = logging.getLogger(__name__)
 
 QUEUE_DEPTH = 2  # stacks waiting for the recorder/detector: ~2 x 131 MB at full size
+
+
+# What a resumed recording must share with the station finishing it: the frame, the RoI grid,
+# the glass and the exposure. (The simulated bench's virtual sample is not checked: `scan
+# --resume --seed S` names it, and the recording keeps only the batch's series seed.)
+RESUME_MUST_MATCH = (("camera", "width"), ("camera", "height"), ("scan", "columns"),
+                     ("scan", "rows"), ("scan", "min_overlap_px"), ("scan", "pixel_size_mm"),
+                     ("sample", "width_mm"), ("sample", "length_mm"),
+                     ("camera", "exposure_us"))
+
+
+def resume_mismatches(recorded: dict[str, Any], cfg: StationConfig) -> list[str]:
+    """Differences between the config a recording was made with and this station's."""
+    now = cfg.to_json_dict()
+    out = []
+    for section, key in RESUME_MUST_MATCH:
+        was = recorded.get(section, {}).get(key)
+        if was is not None and was != now[section][key]:
+            out.append(f"{section}.{key} was {was!r}, is {now[section][key]!r}")
+    return out
 
 
 # -- events beyond the scan's own -------------------------------------------------------------
@@ -136,6 +156,13 @@ class InspectionRun:
         layout = {r.index: r for r in self.rig.layout}
         if self.resume_path is not None:
             writer = RecordingWriter.resume(self.resume_path)
+            problems = resume_mismatches(writer.rig_config, self.cfg)
+            if problems:
+                writer.close()
+                raise RecordingError(
+                    f"{self.resume_path} was recorded with another station setup, so the "
+                    "missing RoIs would not fit the recorded ones: " + "; ".join(problems)
+                    + ". Resume it with the config it was recorded with")
             self.sample_id = writer.sample_id
             log.info("resuming %s: RoIs %s still to capture", self.path, writer.missing_rois())
         else:

@@ -156,6 +156,15 @@ class RecordingWriter:
     def sample_id(self) -> str:
         return str(self._h5.attrs["sample_id"])
 
+    @property
+    def rig_config(self) -> dict[str, Any]:
+        """The station config the recording was started with."""
+        try:
+            value = json.loads(self._h5.attrs.get("rig_config", "{}"))
+        except (TypeError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
     def completed_rois(self) -> list[int]:
         rois = self._h5["rois"]
         return sorted(i for n in rois if (i := schema.roi_index(n)) is not None

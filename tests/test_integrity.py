@@ -185,3 +185,25 @@ def test_verify_finds_damaged_results_and_infer_repairs_them(recording: Path,
     assert not report.ok and any("/results is damaged" in p for p in report.problems)
     infer(path, tmp_path)
     assert R.verify_recording(path).ok
+
+
+def test_resume_with_another_sensor_or_grid_is_refused_with_the_differences(tmp_path: Path
+                                                                             ) -> None:
+    from inspection import InspectionRun
+    from rig.rig import build_rig
+    from tests.conftest import fast_sim_config
+
+    cfg = fast_sim_config()
+    with build_rig(cfg) as rig:
+        rig.samples.load_virtual_sample(12)
+        run = InspectionRun(cfg, rig, None, tmp_path, "MIX-1")
+        run.subscribe(lambda e: run.abort() if type(e).__name__ == "RoiRecorded" else None)
+        partial = run.run()
+    assert partial.verdict == "ABORTED"
+    before = R.verify_recording(partial.recording).rois_ok
+    other = fast_sim_config(size=1024, scan={"columns": 3})
+    with build_rig(other) as rig, pytest.raises(R.RecordingError) as info:
+        InspectionRun(other, rig, None, tmp_path, "", resume=partial.recording).run()
+    text = str(info.value)
+    assert "camera.width was 512, is 1024" in text and "scan.columns was 2, is 3" in text
+    assert R.verify_recording(partial.recording).rois_ok == before  # untouched
