@@ -204,15 +204,13 @@ def test_a_dropped_or_late_frame_retakes_the_roi(sim_config) -> None:
         plan = ScanPlan.from_config(sim_config, "DROP", only_rois=[0, 1, 2])
         runner = ScanRunner(rig, plan)
 
-        faults = {(1, 4), (2, 1)}  # once each
-
         def on_event(event) -> None:
             events.append(event)
-            if isinstance(event, FrameCaptured) and (event.roi.index, event.state) in faults:
-                faults.remove((event.roi.index, event.state))
-                # RoI 1: its last frame never arrives (the grab times out); RoI 2: the board
-                # paces the stack, so the next frame reveals the gap in the ids
-                rig.camera.inject_fault("drop")
+            if isinstance(event, RoiStarted) and event.roi.index == 1:
+                rig.camera.inject_fault("drop", after=5)  # its last frame never arrives
+            if isinstance(event, RoiStarted) and event.roi.index == 2:
+                # the board paces the stack, so the next frame reveals the gap in the ids
+                rig.camera.inject_fault("drop", after=1)
 
         runner.subscribe(on_event)
         finished = runner.run()

@@ -317,8 +317,9 @@ class SimCamera(Camera):
         self.ahead_hits = 0  # exposures served from render-ahead (for tests and benchmarks)
 
     # -- faults ------------------------------------------------------------------------------
-    def inject_fault(self, fault: Fault, count: int = 1, stall_s: float = 5.0) -> None:
-        """Make the next ``count`` exposures misbehave:
+    def inject_fault(self, fault: Fault, count: int = 1, stall_s: float = 5.0,
+                     after: int = 0) -> None:
+        """Make ``count`` exposures misbehave, starting ``after`` good ones from now:
 
         * ``drop``: the frame is lost in transfer (its id is used, nothing arrives);
         * ``stall``: it arrives ``stall_s`` late (the grab times out first);
@@ -333,7 +334,7 @@ class SimCamera(Camera):
         if fault not in ("drop", "stall", "fail"):
             raise ValueError(f"unknown camera fault {fault!r}")
         with self._fault_lock:
-            self._faults.pending.extend([(fault, stall_s)] * count)
+            self._faults.pending.extend([("", 0.0)] * after + [(fault, stall_s)] * count)
 
     def reconnect(self) -> None:
         """Plug the cable back in (after an injected disconnect); the camera must be reopened."""
