@@ -299,8 +299,11 @@ def test_run_lets_the_board_pace_a_whole_stack(light, emu, bench):
     while len(fired) < 6 and time.monotonic() < deadline:
         time.sleep(0.005)
     assert [s for _, s in fired] == [0, 1, 2, 3, 4, 5]
-    gaps = [b - a for (a, _), (b, _) in zip(fired, fired[1:], strict=False)]
-    assert all(abs(g - 0.020) < 0.004 for g in gaps), gaps
+    steps = [f for f in emu.fired if f.source == "run"]  # the board's own edge times
+    assert [f.state for f in steps] == [0, 1, 2, 3, 4, 5]
+    edges = [f.time for f in steps]
+    gaps = [b - a for a, b in zip(edges, edges[1:], strict=False)]
+    assert all(abs(g - 0.020) < 1e-6 for g in gaps), gaps
     assert light.step_done_at == pytest.approx(first.time + 5 * 0.020 + 0.0052 + 0.002,
                                                abs=1e-6)
     with pytest.raises(RingLightStateError, match="arm"):
