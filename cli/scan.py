@@ -219,10 +219,10 @@ def run_infer(args: argparse.Namespace) -> int:
                 detector, note = _detector_for(rec, args, detectors)
                 print(f"{path.name}: {note}", file=sys.stderr)
                 sample_id, planned = rec.sample_id, rec.n_rois
-                ids, problems = rec.roi_ids(), []
-                if rec.unexpected_rois():
-                    problems.append(f"/rois has groups {rec.unexpected_rois()} that are not "
-                                    f"among the {planned} planned RoIs")
+                ids, problems, unexpected = rec.roi_ids(), [], rec.unexpected_rois()
+                if unexpected:
+                    problems.append(f"/rois has groups {unexpected} that are not among the "
+                                    f"{planned} planned RoIs")
                 if not ids:
                     raise recordings.RecordingError(f"{path}: no finished RoI to inspect")
                 rois = []

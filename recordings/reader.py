@@ -191,8 +191,7 @@ class Recording:
 
     def unexpected_rois(self) -> list[str]:
         """/rois groups that are not one of the planned RoIs (edited or damaged file)."""
-        planned = range(self.n_rois)
-        return sorted(n for n in self._h5["rois"] if schema.roi_index(n) not in planned)
+        return schema.unplanned_rois(self._h5["rois"], self.n_rois)
 
     def missing_rois(self) -> list[int]:
         """Planned RoIs without a finished recording."""

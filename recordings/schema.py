@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,11 @@ def roi_name(index: int) -> str:
 def roi_index(name: str) -> int | None:
     """The index a /rois group name stands for, None for a name the writer never makes."""
     return int(name) if name.isdigit() and len(name) <= 6 else None
+
+
+def unplanned_rois(names: Iterable[str], n_rois: int) -> list[str]:
+    """/rois group names that are not one of the `n_rois` planned RoIs (edited or damaged)."""
+    return sorted(n for n in names if roi_index(n) not in range(n_rois))
 
 
 def raw_checksum(raw: np.ndarray) -> str:

@@ -107,12 +107,12 @@ class RecordingWriter:
         h5 = open_h5(path, mode="r+")
         try:
             rois = h5["rois"]
-            planned = range(int(h5.attrs["n_rois"]))
-            unexpected = sorted(n for n in rois if schema.roi_index(n) not in planned)
+            n_rois = int(h5.attrs["n_rois"])
+            unexpected = schema.unplanned_rois(rois, n_rois)
             if unexpected:
                 raise RecordingError(
                     f"{path}: /rois has groups {unexpected} that are not among the "
-                    f"{len(planned)} planned RoIs (edited or damaged file); refusing to resume it")
+                    f"{n_rois} planned RoIs (edited or damaged file); refusing to resume it")
             for name in list(rois):
                 if not roi_is_complete(rois, name):
                     del rois[name]

@@ -281,9 +281,7 @@ class RingLight:
     def arm(self, states: int | Sequence[int]) -> tuple[int, ...]:
         """Arm a sequence: ``6`` means states 0..5, or give the states in order."""
         seq = rp.default_sequence(states) if isinstance(states, int) else tuple(states)
-        wait = self._busy_until - time.monotonic()  # the last step's LEDs still lit
-        if wait > 0:
-            time.sleep(wait)
+        self._wait_step_done()
         reply = self._transact(rp.cmd_arm(seq), Command.ARM)
         self._sequence = tuple(int(v) for v in reply.args[1:])
         self._fired = 0
@@ -309,9 +307,7 @@ class RingLight:
                                           "arm() again", port=self.port)
             self._poll_unsolicited()
             self._check_reboot()
-            wait = self._busy_until - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
+            self._wait_step_done()
             expected = self._fired
             try:
                 reply = self._trig_recovering(expected)
@@ -389,9 +385,7 @@ class RingLight:
                     "step by step", port=self.port)
             self._poll_unsolicited()
             self._check_reboot()
-            wait = self._busy_until - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
+            self._wait_step_done()
             step_us = self._timing.settle_us + self._timing.hold_us
             period_us = rp.round_to_tick(max(step_us, int(math.ceil(period_s * 1e6))))
             expected, left = self._fired, len(self._sequence) - self._fired
@@ -414,6 +408,13 @@ class RingLight:
             self._busy_until = now + (left - 1) * period_us * 1e-6 + self._step_s() + 0.002
             self._check_reboot()
             return TriggerResult(expected, self._sequence[expected], now)
+
+    def _wait_step_done(self) -> None:
+        """Until the last fired step's LEDs are off (known from the timing), so the next
+        command is not refused with BUSY."""
+        wait = self._busy_until - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
 
     @property
     def step_done_at(self) -> float:
