@@ -33,6 +33,10 @@ class ModelError(StationError):
     """A detector or classifier model that cannot be loaded or used."""
 
 
+class DatasetError(StationError):
+    """A folder of labelled images (or simulated crops) that cannot be used for training."""
+
+
 class CalibrationError(StationError):
     """A calibration that cannot be made, read or used."""
 

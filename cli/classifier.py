@@ -20,6 +20,10 @@ import sys
 import time
 from pathlib import Path
 
+from cli.args import MAX_THREADS, whole_number
+from errors import ConfigError
+from inference.cards import MAX_CLASSIFIER_INPUT_PX
+from inference.classifiers.backbones import BACKBONES
 from inference.classifiers.data import DEFAULT_NEU, load_neu, split_per_class
 
 
@@ -35,7 +39,10 @@ def _train(args: argparse.Namespace) -> int:
         val = getattr(args, key)
         if val is not None:
             overrides[key] = val
-    clf = make_classifier(args.method, **overrides)
+    try:
+        clf = make_classifier(args.method, **overrides)
+    except ValueError as exc:  # an option the method cannot take (e.g. PSIC-Net's size rule)
+        raise ConfigError(f"classifier {args.method}: {exc}") from None
     data_dir = Path(args.data).resolve()
     t0 = time.perf_counter()
     data = load_neu(data_dir, clf.config.input_size)
@@ -144,15 +151,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "baseline)")
     t.add_argument("--data", default=str(DEFAULT_NEU),
                    help="folder with images/<class>_<n>.jpg (default: %(default)s)")
-    t.add_argument("--per-class", type=int, default=0,
+    t.add_argument("--per-class", type=whole_number(0, 10**6), default=0,
                    help="training images per class, the rest is left for testing (0 = all)")
     t.add_argument("--seed", type=int, default=0, help="split and training seed")
     t.add_argument("--out", required=True, help="output .safetensors (card next to it, .json)")
-    t.add_argument("--epochs", type=int, default=None, help="override the method's epochs")
-    t.add_argument("--backbone", default=None,
-                   help="resnet-tiny | resnet50 | vgg-tiny | vgg16 (methods 000, 001, 002, ce)")
-    t.add_argument("--input-size", type=int, default=None, help="crop side in pixels")
-    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--epochs", type=whole_number(0, 10**5), default=None, help="override the method's epochs")
+    t.add_argument("--backbone", default=None, choices=BACKBONES,
+                   help="feature extractor of methods 000, 001, 002 and ce")
+    t.add_argument("--input-size", type=whole_number(8, MAX_CLASSIFIER_INPUT_PX), default=None,
+                   help="crop side in pixels")
+    t.add_argument("--threads", type=whole_number(1, MAX_THREADS), default=None,
+                   help="torch CPU threads")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="accuracy and per-class table on a labelled folder")
@@ -161,7 +170,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--json", action="store_true", help="print the report as JSON")
     e.add_argument("--include-train", action="store_true",
                    help="also test on the images the model was trained on")
-    e.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    e.add_argument("--threads", type=whole_number(1, MAX_THREADS), default=None,
+                   help="torch CPU threads")
     e.set_defaults(func=_evaluate)
 
     from inference.classifiers.station import (
@@ -177,24 +187,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="train the station's defect typer on simulated 6-state crops")
     ts.add_argument("--out", default=str(DEFAULT_TYPER),
                     help="output .safetensors, card next to it (default: %(default)s)")
-    ts.add_argument("--samples", type=int, default=DEFAULT_TRAIN_SAMPLES,
+    ts.add_argument("--samples", type=whole_number(1, 10**5), default=DEFAULT_TRAIN_SAMPLES,
                     help="simulated samples (10 RoIs each; default %(default)s)")
     ts.add_argument("--seed", type=int, default=TRAIN_SEED,
                     help="first sample seed (default %(default)s; keep clear of 1000-1999)")
     ts.add_argument("--method", default="ce", help="classifier method (default %(default)s)")
-    ts.add_argument("--epochs", type=int, default=None,
+    ts.add_argument("--epochs", type=whole_number(0, 10**5), default=None,
                     help=f"training epochs (default {DEFAULT_EPOCHS})")
-    ts.add_argument("--backbone", default=None, help="backbone (default resnet-tiny)")
-    ts.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ts.add_argument("--backbone", default=None, choices=BACKBONES,
+                    help="backbone (default resnet-tiny)")
+    ts.add_argument("--threads", type=whole_number(1, MAX_THREADS), default=1,
+                    help="torch CPU threads")
     ts.set_defaults(func=_train_station)
 
     es = sub.add_parser("evaluate-station",
                         help="typing accuracy and confusion matrix on held-out simulated crops")
     es.add_argument("--model", default=str(DEFAULT_TYPER), help="typer .safetensors")
-    es.add_argument("--samples", type=int, default=DEFAULT_EVAL_SAMPLES,
+    es.add_argument("--samples", type=whole_number(1, 10**5), default=DEFAULT_EVAL_SAMPLES,
                     help="held-out simulated samples (default %(default)s)")
     es.add_argument("--seed", type=int, default=EVAL_SEED,
                     help="first held-out sample seed (default %(default)s)")
     es.add_argument("--json", action="store_true", help="print the report as JSON")
-    es.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    es.add_argument("--threads", type=whole_number(1, MAX_THREADS), default=1,
+                    help="torch CPU threads")
     es.set_defaults(func=_evaluate_station)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from errors import ModelError
+from inference.cards import DetectorCard, ModelLoadError, check_card, read_card_text
 from inference.model import NestedUNet, UNetConfig
 from inference.postprocess import Detection, PostprocessParams, postprocess
 from inference.preprocess import RawScaling
@@ -35,10 +35,6 @@ CARD_VERSION = 1
 DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "default.safetensors"
 DEFAULT_TYPER = DEFAULT_MODEL.with_name("typer.safetensors")  # defect typer, issue 10 item 3
 DEFAULT_PIXEL_SIZE_MM = 0.0114
-
-
-class ModelLoadError(ModelError):
-    """A model file pair that cannot be used; the message names the file and what to do."""
 
 
 def file_sha256(path: Path) -> str:
@@ -94,14 +90,12 @@ class ModelCard:
             raise ModelLoadError(f"{source}: not a detector model card (format="
                                  f"{d.get('format') if isinstance(d, dict) else None!r}, "
                                  f"expected {CARD_FORMAT!r})")
-        if int(d.get("card_version", -1)) > CARD_VERSION:
+        version = d.get("card_version", CARD_VERSION)
+        if isinstance(version, int) and version > CARD_VERSION:
             raise ModelLoadError(f"{source}: card_version {d['card_version']} is newer than "
                                  f"this software reads ({CARD_VERSION}); upgrade the software")
-        known = set(cls.__dataclass_fields__)
-        missing = {"name", "architecture"} - set(d)
-        if missing:
-            raise ModelLoadError(f"{source}: model card lacks {sorted(missing)}")
-        return cls(**{k: v for k, v in d.items() if k in known})
+        check_card(DetectorCard, d, source)
+        return cls(**{k: v for k, v in d.items() if v is not None})
 
 
 def save_model(model: NestedUNet, path: str | Path, *, name: str | None = None,
@@ -144,24 +138,27 @@ def load_model(path: str | Path) -> tuple[NestedUNet, ModelCard]:
     if not card_path.exists():
         raise ModelLoadError(f"{path}: its model card {card_path.name} is missing; copy the "
                              ".json that was exported with these weights next to them")
-    card = ModelCard.from_json(card_path.read_text(), card_path)
+    card = ModelCard.from_json(read_card_text(card_path), card_path)
     digest = file_sha256(path)
     if card.weights_sha256 and card.weights_sha256 != digest:
         raise ModelLoadError(
             f"{path}: weights do not match the model card {card_path.name} (sha256 "
             f"{digest[:12]}... != {card.weights_sha256[:12]}...): the file is damaged or the "
             "pair was mixed up; copy both files of one export together")
-    try:
+    try:  # the dataclasses' own consistency rules (lengths, multiples) beside the schema's
         cfg = card.config
+        PostprocessParams.from_dict(card.postprocess)
+        TilingParams(**card.tiling)
+        RawScaling(**card.scaling)
     except (TypeError, ValueError) as exc:
-        raise ModelLoadError(f"{card_path}: bad architecture in model card: {exc}") from None
+        raise ModelLoadError(f"{card_path}: the model card is not consistent: {exc}") from None
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"{path}: not a readable safetensors file ({exc}); the file is "
                              "truncated or corrupt: copy it again from the export") from None
-    model = NestedUNet(cfg)
-    expected = model.state_dict()
+    with torch.device("meta"):  # shapes only: nothing is allocated before the file matches
+        expected = NestedUNet(cfg).state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state)
@@ -184,6 +181,7 @@ def load_model(path: str | Path) -> tuple[NestedUNet, ModelCard]:
     if bad:
         raise ModelLoadError(f"{path}: {len(bad)} tensors contain NaN/Inf (e.g. {bad[0]}): the "
                              "training diverged; export a checkpoint from before it did")
+    model = NestedUNet(cfg)
     model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
     model.eval()
     return model, card

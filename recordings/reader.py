@@ -39,6 +39,29 @@ def _root_problem(h5: h5py.File) -> str:
     return ""
 
 
+def _foreign_data(h5: h5py.File) -> str:
+    """A link or dataset that would read outside this file, or loop; the format writes none.
+
+    External links and external or virtual storage would let a crafted recording read any
+    file on the machine as "raw data"; soft links can loop. Visiting links (not objects) never
+    follows them, so the check itself cannot loop.
+    """
+    def visit(name: str, link: h5py.HardLink | h5py.SoftLink | h5py.ExternalLink) -> str | None:
+        if isinstance(link, h5py.ExternalLink):
+            return f"/{name} is an external link to {link.filename}"
+        if isinstance(link, h5py.SoftLink):
+            return f"/{name} is a soft link to {link.path}"
+        try:
+            obj = h5.get(name)
+        except (KeyError, OSError, RuntimeError):
+            return None  # a damaged object: the RoI checks report it
+        if isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
+            return f"/{name} keeps its data outside this file"
+        return None
+
+    return h5.visititems_links(visit) or ""
+
+
 def open_h5(path: Path, mode: str = "r") -> h5py.File:
     """Open a recording file with clear errors instead of h5py tracebacks."""
     if not path.exists():
@@ -68,7 +91,7 @@ def open_h5(path: Path, mode: str = "r") -> h5py.File:
             f"{path}: format_version {version} is not supported by this software "
             f"(reads {schema.SUPPORTED_MAJOR}.x); upgrade the station software"
         )
-    problem = _root_problem(h5)
+    problem = _root_problem(h5) or _foreign_data(h5)
     if problem:
         h5.close()
         raise RecordingError(f"{path}: {problem} (damaged or edited file; `main.py recordings "

@@ -28,6 +28,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from errors import ConfigError
+from inference.cards import ClassifierCard, ModelLoadError, check_card, read_card_text
+
 CARD_FORMAT = "darkfield-crop-classifier"
 CARD_VERSION = 1
 
@@ -210,9 +213,7 @@ class CropClassifier:
         """Write ``<path>.safetensors`` weights and ``<path>.json`` card; returns the weights path."""
         if self.net is None:
             raise RuntimeError("classifier is not trained")
-        p = Path(path)
-        if p.suffix != ".safetensors":
-            p = p.with_name(p.name + ".safetensors")
+        p = _weights_path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         card = self.card()
         tensors = {f"net.{k}": v.detach().contiguous().clone()
@@ -271,7 +272,7 @@ def resolve_method(name: str) -> type[CropClassifier]:
     key = ALIASES.get(name, name)
     if key not in METHODS:
         known = sorted(METHODS) + sorted(ALIASES)
-        raise ValueError(f"unknown method {name!r}; choose one of {known}")
+        raise ConfigError(f"unknown classifier method {name!r}; choose one of {known}")
     return METHODS[key]
 
 
@@ -280,42 +281,86 @@ def make_classifier(method: str, **overrides: Any) -> CropClassifier:
     return resolve_method(method)(**overrides)
 
 
-def read_card(path: str | Path) -> dict[str, Any]:
+def _weights_path(path: str | Path) -> Path:
     p = Path(path)
-    if p.suffix != ".safetensors":
-        p = p.with_name(p.name + ".safetensors")
-    card_path = p.with_suffix(".json")
-    if card_path.exists():
-        return json.loads(card_path.read_text())
-    from safetensors import safe_open
+    return p if p.suffix == ".safetensors" else p.with_name(p.name + ".safetensors")
 
-    with safe_open(str(p), "pt") as f:
-        return json.loads(f.metadata()["card"])
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    """The classifier's card (the .json beside the weights, else the copy in their metadata),
+    checked against `inference.cards.ClassifierCard`; ModelLoadError names what is wrong."""
+    from safetensors import SafetensorError, safe_open
+
+    p = _weights_path(path)
+    if not p.exists():
+        raise ModelLoadError(f"{p}: no such classifier file; pass the .safetensors written by "
+                             "`main.py classifier train`")
+    card_path = p.with_suffix(".json")
+    try:
+        if card_path.exists():
+            source, text = card_path, read_card_text(card_path)
+        else:
+            with safe_open(str(p), "pt") as f:
+                source, text = p, (f.metadata() or {}).get("card", "")
+        card = json.loads(text)
+    except (SafetensorError, OSError) as exc:
+        raise ModelLoadError(f"{p}: not a readable safetensors file ({exc}); copy it again "
+                             "from the training output") from None
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{source}: the classifier card is not valid JSON ({exc}); "
+                             "restore it from the training output") from None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        raise ModelLoadError(f"{source}: not a crop-classifier card (format "
+                             f"{card.get('format') if isinstance(card, dict) else None!r}, "
+                             f"expected {CARD_FORMAT!r})")
+    version = card.get("version", CARD_VERSION)
+    if isinstance(version, int) and version > CARD_VERSION:
+        raise ModelLoadError(f"{source}: card version {version} is newer than this software "
+                             f"reads ({CARD_VERSION}); upgrade the software")
+    check_card(ClassifierCard, card, source)
+    return card
 
 
 def load_classifier(path: str | Path) -> CropClassifier:
-    """Rebuild a trained classifier from ``save`` output (weights + card); no pickle involved."""
-    p = Path(path)
-    if p.suffix != ".safetensors":
-        p = p.with_name(p.name + ".safetensors")
+    """Rebuild a trained classifier from ``save`` output (weights + card); no pickle involved.
+    Any problem of the pair is a ModelLoadError naming the file and the fix."""
+    from safetensors import SafetensorError
+
+    p = _weights_path(path)
     card = read_card(p)
-    if card.get("format") != CARD_FORMAT:
-        raise ValueError(f"{p}: not a crop-classifier card")
-    cls = resolve_method(card["method"])
+    try:
+        cls = resolve_method(card["method"])
+    except ConfigError as exc:
+        raise ModelLoadError(f"{p}: {exc}") from None
     known = {f.name for f in dataclasses.fields(cls.config_cls)}
-    cfg = cls.config_cls(**{k: v for k, v in card["config"].items() if k in known})
-    obj = cls(cfg)
-    obj.classes = list(card["classes"])
-    obj.in_channels = int(card["in_channels"])
-    obj.mean = np.asarray(card["normalisation"]["mean"], np.float32)
-    obj.std = np.asarray(card["normalisation"]["std"], np.float32)
-    obj.info = card.get("training", {})
-    tensors = load_file(str(p))
-    n_train_classes = card.get("extra", {}).get("n_train_classes", len(obj.classes))
-    obj._build(int(n_train_classes), obj.in_channels)
-    assert obj.net is not None
-    obj.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    unknown = sorted(set(card["config"]) - known)
+    if unknown:
+        raise ModelLoadError(f"{p}: config keys {unknown} are not settings of method "
+                             f"{cls.method}; use the card written with these weights")
+    try:
+        obj = cls(cls.config_cls(**card["config"]))
+        obj.classes = list(card["classes"])
+        obj.in_channels = int(card["in_channels"])
+        obj.mean = np.asarray(card["normalisation"]["mean"], np.float32)
+        obj.std = np.asarray(card["normalisation"]["std"], np.float32)
+        obj.info = card.get("training", {})
+        tensors = load_file(str(p))
+        extra = card.get("extra", {})
+        obj._build(int(extra.get("n_train_classes") or len(obj.classes)), obj.in_channels)
+        assert obj.net is not None
+        obj.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        obj._restore_extra(extra, {k[6:]: v for k, v in tensors.items()
+                                   if k.startswith("extra.")})
+    except (SafetensorError, OSError) as exc:
+        raise ModelLoadError(f"{p}: not a readable safetensors file ({exc}); copy it again "
+                             "from the training output") from None
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"{p}: weights and card do not fit together "
+                             f"({str(exc).splitlines()[0]:.300}); copy both files of one "
+                             "training run together") from None
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelLoadError(f"{p}: {len(bad)} tensors contain NaN/Inf (e.g. {bad[0]}); "
+                             "retrain or restore the file")
     obj.net.eval()
-    obj._restore_extra(card.get("extra", {}),
-                       {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")})
     return obj

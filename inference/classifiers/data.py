@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from errors import DatasetError
+
 _NAME = re.compile(r"^(?P<cls>.+)_(?P<num>\d+)$")
 NEU_ORIGINAL_SIZE = 200
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -49,11 +51,19 @@ def _sort_key(path: Path) -> tuple[str, int]:
 
 def _voc_mask(xml_path: Path, size: int) -> np.ndarray:
     mask = np.zeros((size, size), np.float32)
-    root = ET.parse(xml_path).getroot()
-    w = float(root.findtext("size/width") or NEU_ORIGINAL_SIZE)
-    h = float(root.findtext("size/height") or NEU_ORIGINAL_SIZE)
-    for box in root.iter("bndbox"):
-        x0, y0, x1, y1 = (float(box.findtext(k) or 0) for k in ("xmin", "ymin", "xmax", "ymax"))
+    try:
+        root = ET.parse(xml_path).getroot()
+        w = float(root.findtext("size/width") or NEU_ORIGINAL_SIZE)
+        h = float(root.findtext("size/height") or NEU_ORIGINAL_SIZE)
+        boxes = [tuple(float(box.findtext(k) or 0) for k in ("xmin", "ymin", "xmax", "ymax"))
+                 for box in root.iter("bndbox")]
+    except (ET.ParseError, ValueError) as exc:
+        raise DatasetError(f"{xml_path}: not a readable VOC annotation ({exc}); fix or remove "
+                           "it") from None
+    if not (np.isfinite([w, h]).all() and w > 0 and h > 0 and np.isfinite(boxes).all()):
+        raise DatasetError(f"{xml_path}: image size {w} x {h} or a box is not a positive "
+                           "finite number; fix or remove the annotation")
+    for x0, y0, x1, y1 in boxes:
         c0, c1 = int(np.floor(x0 / w * size)), int(np.ceil((x1 + 1) / w * size))
         r0, r1 = int(np.floor(y0 / h * size)), int(np.ceil((y1 + 1) / h * size))
         mask[max(r0, 0):min(r1, size), max(c0, 0):min(c1, size)] = 1.0
@@ -69,17 +79,22 @@ def load_neu(root: str | Path, size: int = 64, with_masks: bool = True) -> Label
     files = sorted((f for f in (root / "images").glob("*")
                     if f.suffix.lower() in IMAGE_SUFFIXES), key=_sort_key)
     if not files:
-        raise FileNotFoundError(f"no images/<class>_<n>.jpg under {root}")
+        raise DatasetError(f"{root}: no images/<class>_<n>.jpg (or .png / .bmp) found; pass "
+                           "--data with a folder in the NEU-DET layout")
     imgs, labels, names, masks = [], [], [], []
     have_ann = with_masks and (root / "annotations").is_dir()
     for f in files:
         m = _NAME.match(f.stem)
         if not m:
             continue
-        with Image.open(f) as im:
-            g = im.convert("L").resize((size, size), Image.Resampling.BILINEAR,
-                                       reducing_gap=None)
-            imgs.append(np.asarray(g, dtype=np.float32))
+        try:  # Pillow refuses decompression bombs (> 179 Mpx) by itself
+            with Image.open(f) as im:
+                g = im.convert("L").resize((size, size), Image.Resampling.BILINEAR,
+                                           reducing_gap=None)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise DatasetError(f"{f}: not a readable image ({exc}); replace or remove it") \
+                from None
+        imgs.append(np.asarray(g, dtype=np.float32))
         labels.append(m["cls"])
         names.append(f.stem)
         if have_ann:
@@ -101,7 +116,8 @@ def split_per_class(labels: Sequence[str], k: int, seed: int) -> tuple[np.ndarra
         idx = rng.permutation(np.flatnonzero(lab == c))
         kk = len(idx) if k <= 0 else k
         if kk > len(idx):
-            raise ValueError(f"class {c!r} has {len(idx)} images, fewer than k = {k}")
+            raise DatasetError(f"class {c!r} has {len(idx)} images, fewer than the {k} per "
+                               "class asked for; lower --per-class")
         train.append(idx[:kk])
         test.append(idx[kk:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
