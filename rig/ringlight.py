@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from errors import ConnectionLost, DeviceError, DeviceTimeout, ProtocolError
 from rig import ringlight_protocol as rp
@@ -32,6 +32,9 @@ from rig.ringlight_protocol import Command, ErrorCode, Mode
 from rig.serial_link import LinkErrors, SerialLink
 
 log = logging.getLogger(__name__)
+
+
+_T = TypeVar("_T")
 
 
 class RingLightError(DeviceError):
@@ -218,7 +221,7 @@ class RingLight:
                 next_probe = time.monotonic()         # booted just now: ask at once
         self._drain_quiet(0.05)          # answers to earlier probes
         self._rebooted = False
-        ident = rp.parse_identity(reply)
+        ident = self._parsed(rp.parse_identity, reply)
         if ident.name != rp.DEVICE_NAME:
             raise RingLightProtocolError(
                 f"device on {self.port} identifies as {ident.name!r}, not {rp.DEVICE_NAME!r}",
@@ -241,34 +244,51 @@ class RingLight:
 
     # -- commands ------------------------------------------------------------------------
     def identify(self) -> rp.Identity:
-        return rp.parse_identity(self._transact(rp.cmd_id(), Command.ID))
+        return self._parsed(rp.parse_identity, self._transact(rp.cmd_id(), Command.ID))
 
     def status(self) -> rp.LightStatus:
-        return rp.parse_status(self._transact(rp.cmd_status(), Command.STATUS))
+        return self._parsed(rp.parse_status, self._transact(rp.cmd_status(), Command.STATUS))
+
+    def _parsed(self, parse: Callable[[rp.OkReply], _T], reply: rp.OkReply) -> _T:
+        """A reply's fields, or RingLightProtocolError when they make no sense."""
+        try:
+            return parse(reply)
+        except ValueError as exc:
+            raise RingLightProtocolError(f"ring light on {self.port}: {exc}; check the cable "
+                                         "and the firmware", port=self.port) from None
+
+    def _ints(self, reply: rp.OkReply, count: int, start: int = 0) -> tuple[int, ...]:
+        """`count` whole numbers from the reply's arguments (from `start`), or a protocol
+        error: a reply that reads as OK but carries wrong numbers must not be trusted."""
+        args = reply.args[start:]
+        values = [rp.parse_uint(a) for a in args[:count]]
+        if len(args) < count or any(v is None for v in values):
+            raise RingLightProtocolError(
+                f"ring light on {self.port}: reply {reply} should carry {count} whole numbers; "
+                "check the cable and the firmware", port=self.port)
+        return tuple(v for v in values if v is not None)
 
     def set_level(self, facet: int, level: int) -> None:
         reply = self._transact(rp.cmd_level(facet, level), Command.LEVEL)
         levels = list(self._levels)
-        levels[facet] = int(reply.args[1])
+        levels[facet] = self._ints(reply, 1, start=1)[0]
         self._levels = tuple(levels)
 
     def set_levels(self, levels: Sequence[int]) -> None:
         reply = self._transact(rp.cmd_levels(list(levels)), Command.LEVELS)
-        self._levels = tuple(int(v) for v in reply.args)
+        self._levels = self._ints(reply, rp.NUM_FACETS)
 
     def levels(self) -> tuple[int, ...]:
-        reply = self._transact(rp.cmd_levels(), Command.LEVELS)
-        return tuple(int(v) for v in reply.args)
+        return self._ints(self._transact(rp.cmd_levels(), Command.LEVELS), rp.NUM_FACETS)
 
     def set_timing(self, settle_us: int, pulse_us: int, hold_us: int) -> rp.Timing:
         """Returns the timing the firmware will produce (rounded up to its 50 us tick)."""
         reply = self._transact(rp.cmd_timing(settle_us, pulse_us, hold_us), Command.TIMING)
-        self._timing = rp.Timing(*(int(v) for v in reply.args[:3]))
+        self._timing = rp.Timing(*self._ints(reply, 3))
         return self._timing
 
     def timing(self) -> rp.Timing:
-        reply = self._transact(rp.cmd_timing(), Command.TIMING)
-        return rp.Timing(*(int(v) for v in reply.args[:3]))
+        return rp.Timing(*self._ints(self._transact(rp.cmd_timing(), Command.TIMING), 3))
 
     def select_state(self, state: int) -> None:
         """Light state k (facets k and k+6) until OFF, for focusing and manual inspection."""
@@ -283,7 +303,11 @@ class RingLight:
         seq = rp.default_sequence(states) if isinstance(states, int) else tuple(states)
         self._wait_step_done()
         reply = self._transact(rp.cmd_arm(seq), Command.ARM)
-        self._sequence = tuple(int(v) for v in reply.args[1:])
+        armed = self._ints(reply, len(seq), start=1)
+        if armed != seq:
+            raise RingLightProtocolError(f"ring light on {self.port} armed {armed}, asked for "
+                                         f"{seq}", port=self.port)
+        self._sequence = armed
         self._fired = 0
         return self._sequence
 
@@ -316,7 +340,7 @@ class RingLight:
                 reply = self._trig_recovering(expected)
             if reply is None:                   # reply lost, but STATUS shows it fired
                 return self._fired_step(expected, self._sequence[expected])
-            step, state = int(reply.args[0]), int(reply.args[1])
+            step, state = self._ints(reply, 2)
             if step != expected:
                 raise RingLightProtocolError(
                     f"ring light on {self.port} fired step {step}, expected {expected}",
@@ -332,7 +356,7 @@ class RingLight:
             log.warning("ring light on %s: TRIG reply %s; checking STATUS", self.port,
                         "lost" if isinstance(exc, _NoReply) else "garbled")
         self._resync()
-        st = rp.parse_status(self._transact(rp.cmd_status(), Command.STATUS))
+        st = self.status()
         if st.step == expected + 1:
             return None
         if st.step != expected:
@@ -395,7 +419,7 @@ class RingLight:
             except (_NoReply, _Garbled):
                 log.warning("ring light on %s: RUN reply lost; checking STATUS", self.port)
                 self._resync()
-                st = rp.parse_status(self._transact(rp.cmd_status(), Command.STATUS))
+                st = self.status()
                 if st.step == expected and st.mode == Mode.ARMED:  # it never arrived
                     self._request(rp.cmd_run(period_us), Command.RUN,
                                   self.settings.command_timeout_s)

@@ -288,8 +288,11 @@ def parse_identity(reply: OkReply) -> Identity:
     if reply.command != Command.ID or len(reply.args) < 2:
         raise ValueError(f"not an ID reply: {reply}")
     kv = parse_kv(reply.args[2:])
-    return Identity(reply.args[0], reply.args[1], int(kv.get("PROTO", "0")),
-                    int(kv.get("FACETS", "0")), int(kv.get("STATES", "0")))
+    try:
+        return Identity(reply.args[0], reply.args[1], int(kv.get("PROTO", "0")),
+                        int(kv.get("FACETS", "0")), int(kv.get("STATES", "0")))
+    except ValueError:
+        raise ValueError(f"malformed ID reply: {reply}") from None
 
 
 @dataclass(frozen=True)
@@ -308,8 +311,11 @@ def parse_status(reply: OkReply) -> LightStatus:
         raise ValueError(f"not a STATUS reply: {reply}")
     kv = parse_kv(reply.args)
     state = kv.get("STATE", "-")
-    return LightStatus(Mode(kv["MODE"]), None if state == "-" else int(state),
-                       int(kv["STEP"]), int(kv["N"]), int(kv["TRIGS"]), int(kv["OVR"]))
+    try:
+        return LightStatus(Mode(kv["MODE"]), None if state == "-" else int(state),
+                           int(kv["STEP"]), int(kv["N"]), int(kv["TRIGS"]), int(kv["OVR"]))
+    except (KeyError, ValueError):
+        raise ValueError(f"malformed STATUS reply: {reply}") from None
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _OutputFault:
-    kind: str            # "drop" | "garble"
+    kind: str            # "drop" | "garble" | "rewrite"
     count: int
     prefix: str
     keep_newline: bool = True
+    rewrite: Callable[[str], bytes] | None = None
 
 
 class PtyDevice:
@@ -134,6 +135,13 @@ class PtyDevice:
         with self._lock:
             self._faults.append(_OutputFault("garble", count, prefix, keep_newline))
 
+    def rewrite_replies(self, rewrite: Callable[[str], bytes], count: int = 1,
+                        prefix: str = "") -> None:
+        """Send ``rewrite(line)`` (raw bytes, line end included if wanted) instead of the next
+        ``count`` matching reply lines: plausible but wrong replies, for fuzzing the drivers."""
+        with self._lock:
+            self._faults.append(_OutputFault("rewrite", count, prefix, rewrite=rewrite))
+
     def inject_noise(self, data: bytes | None = None) -> None:
         """Write raw line noise now (default: 8 random bytes, no line end)."""
         with self._lock:
@@ -198,6 +206,9 @@ class PtyDevice:
                 if fault.kind == "drop":
                     self.dropped_replies += 1
                     log.debug("%s: dropped reply %r", self.name, line)
+                    return
+                if fault.kind == "rewrite" and fault.rewrite is not None:
+                    self._out += fault.rewrite(line)
                     return
                 self.garbled_replies += 1
                 body = bytes(b | 0x80 for b in line.encode("ascii"))
