@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from cli.args import MAX_THREADS, whole_number
+from cli import MAX_THREADS, whole_number
 from errors import ConfigError
 from inference.cards import MAX_CLASSIFIER_INPUT_PX
 from inference.classifiers.backbones import BACKBONES

@@ -6,6 +6,8 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from cli import MAX_THREADS, whole_number
+
 
 def _sensor(text: str) -> tuple[int, int]:
     from world.simulate import parse_sensor
@@ -14,16 +16,6 @@ def _sensor(text: str) -> tuple[int, int]:
         return parse_sensor(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
-    return n
 
 
 def _fraction(text: str) -> float:
@@ -43,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "and write one recording per sample (all RoIs, 6 states each, with truth: "
                     "scratch mask and defect list). Same seed, same data.")
     p.add_argument("--out", type=Path, required=True, help="output folder for the .h5 files")
-    p.add_argument("--samples", type=_positive, required=True, help="number of samples")
+    p.add_argument("--samples", type=whole_number(1, 10**6), required=True,
+                   help="number of samples")
     p.add_argument("--seed", type=int, default=0, help="series seed (default 0)")
     p.add_argument("--sensor", type=_sensor, default=(3504, 3120), metavar="WxH",
                    help="frame size in px (default 3504x3120); smaller keeps the pixel size, so "
@@ -52,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="share of samples with at least one scratch (default: station config, 0.3)")
     p.add_argument("--config", default=None, metavar="TOML",
                    help="station config for sample size, RoI grid and exposure (default: sim profile)")
-    p.add_argument("--threads", type=_positive, default=1, help="render threads (default 1)")
+    p.add_argument("--threads", type=whole_number(1, MAX_THREADS), default=1,
+                   help="render threads (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing recordings")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)

@@ -134,6 +134,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.stack.levels_changed.connect(self._on_levels)
         self.verdict.history_activated.connect(lambda p: self.open_recording(Path(p)))
         self.manual.jog_requested.connect(self._jog)
+        self.manual.jog_hold_started.connect(
+            lambda ux, uy: self._rig_call(devices.jog_hold, ux, uy))
+        self.manual.jog_hold_released.connect(lambda: self._rig_call(devices.jog_release))
         self.manual.home_requested.connect(self._home)
         self.manual.goto_roi_requested.connect(self._goto_roi)
         self.manual.light_requested.connect(self._light)

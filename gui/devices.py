@@ -10,9 +10,30 @@ from rig.camera import Frame
 from rig.config import StationConfig
 from rig.interfaces import Rig
 
+HOLD_JOG_SPEED_MM_S = 10.0
+"""Press-and-hold jog speed: slow enough to let go on a feature seen in the live image."""
+
 
 def jog(rig: Rig, dx: float, dy: float) -> None:
-    rig.stage.move_by(dx, dy)
+    """A step jog (one click): ``$J=`` by (dx, dy) mm, returning once the stage is there."""
+    rig.stage.jog(dx, dy)
+    rig.stage.wait_idle()
+
+
+def jog_hold(rig: Rig, ux: int, uy: int) -> None:
+    """Start jogging along (ux, uy) (each -1, 0 or 1) towards the soft limit; the stage moves
+    until `jog_release` (button released) or the limit. Returns at once."""
+    x, y = rig.stage.position()
+    lim = rig.stage.limits
+    dx = (lim.x_max - x if ux > 0 else lim.x_min - x) if ux else 0.0
+    dy = (lim.y_max - y if uy > 0 else lim.y_min - y) if uy else 0.0
+    if abs(dx) > 1e-3 or abs(dy) > 1e-3:
+        rig.stage.jog(dx, dy, speed=HOLD_JOG_SPEED_MM_S)
+
+
+def jog_release(rig: Rig) -> tuple[float, float]:
+    """Stop a held jog where the stage is (jog cancel); returns the position."""
+    return rig.stage.jog_cancel()
 
 
 def home(rig: Rig) -> None:

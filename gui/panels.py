@@ -326,10 +326,16 @@ class ControlPanel(QtWidgets.QWidget):
 
 
 # -- manual device panel and status ------------------------------------------------------------
+HOLD_START_MS = 350
+"""A jog button held this long starts a continuous jog; a shorter press is one step."""
+
+
 class ManualPanel(QtWidgets.QGroupBox):
     """Jog the stage, light any state, take a snapshot. Disabled while a scan runs."""
 
-    jog_requested = Signal(float, float)  # dx, dy mm
+    jog_requested = Signal(float, float)  # dx, dy mm: one step
+    jog_hold_started = Signal(int, int)  # direction (each -1, 0, 1): jog until released
+    jog_hold_released = Signal()
     goto_roi_requested = Signal(int)
     light_requested = Signal(object)  # state index or None (off)
     snapshot_requested = Signal()
@@ -348,11 +354,16 @@ class ManualPanel(QtWidgets.QGroupBox):
             b = QtWidgets.QToolButton(text={"y-": "▲ y-", "x-": "◀ x-", "x+": "x+ ▶",
                                             "y+": "▼ y+"}[name])
             b.setMinimumWidth(52)
-            b.clicked.connect(lambda _=False, dx=dx, dy=dy: self.jog_requested.emit(
-                dx * self.step.currentData(), dy * self.step.currentData()))
+            b.setToolTip("click: one step; press and hold: jog until released")
+            b.pressed.connect(lambda dx=dx, dy=dy: self._pressed(dx, dy))
+            b.released.connect(self._released)
             grid.addWidget(b, r, c)
             self.jog_buttons[name] = b
         grid.addWidget(self.step, 1, 1)
+        self._held: tuple[int, int] | None = None  # the direction pressed, until released
+        self._holding = False  # held long enough: a continuous jog runs
+        self._hold_timer = QtCore.QTimer(self, singleShot=True, interval=HOLD_START_MS)
+        self._hold_timer.timeout.connect(self._start_hold)
         self.home = QtWidgets.QPushButton("home")
         self.home.clicked.connect(self.home_requested)
         self.roi = QtWidgets.QSpinBox()
@@ -377,6 +388,27 @@ class ManualPanel(QtWidgets.QGroupBox):
         form.addLayout(roi_row, 1, 1)
         form.addWidget(self.light, 2, 1)
         form.addWidget(self.snapshot, 3, 1)
+
+    def _pressed(self, dx: int, dy: int) -> None:
+        self._held, self._holding = (dx, dy), False
+        self._hold_timer.start()
+
+    def _start_hold(self) -> None:
+        if self._held is not None:
+            self._holding = True
+            self.jog_hold_started.emit(*self._held)
+
+    def _released(self) -> None:
+        self._hold_timer.stop()
+        if self._held is None:
+            return
+        (dx, dy), self._held = self._held, None
+        if self._holding:
+            self._holding = False
+            self.jog_hold_released.emit()
+        else:
+            step = float(self.step.currentData())
+            self.jog_requested.emit(dx * step, dy * step)
 
 
 class DeviceStatus(QtWidgets.QGroupBox):

@@ -278,6 +278,71 @@ class GrblStage(Stage):
             if wait:
                 self.wait_idle(timeout)
 
+    def jog(self, dx: float, dy: float, speed: float | None = None) -> tuple[float, float]:
+        """Start a relative jog (``$J=``) and return its target once GRBL accepted it; the
+        stage moves on while the call returns. :meth:`jog_cancel` stops it where it is (the
+        operator releasing a jog button), :meth:`wait_idle` waits for its end. The target is
+        checked against the soft limits first; GRBL refuses one beyond its own travel
+        (error:15) without moving or raising an alarm, and a jog while not idle (error:8)."""
+        with self._lock:
+            self._link.require_open()
+            v = self._speed(speed)
+            self._check_async()
+            start = self._target if self._target is not None else self._current_xy()
+            x, y = start[0] + dx, start[1] + dy
+            self._limits.check(x, y, port=self.port)
+            line = gp.cmd_jog(dx, dy, feed_mm_min=v * 60.0)
+            sent = time.monotonic()
+            ticket = self._send(line, sent + self.settings.command_timeout_s)
+            try:
+                self._wait_ticket(ticket, sent + self.settings.command_timeout_s, line=line)
+            except _AckTimeout:
+                self._resync()
+                raise StageTimeoutError(f"no reply to a jog from GRBL on {self.port} within "
+                                        f"{self.settings.command_timeout_s:.1f} s",
+                                        port=self.port) from None
+            except StageCommandError as exc:
+                if exc.code == 15:
+                    raise StageLimitError(
+                        f"jog to ({x:.3f}, {y:.3f}) mm is beyond the travel GRBL on {self.port} "
+                        f"allows: {exc.controller_text} The stage did not move; check $130/$131 "
+                        "(max travel) against the station's stage limits", port=self.port) \
+                        from None
+                if exc.code == 8:
+                    raise StageStateError(
+                        f"GRBL on {self.port} only jogs when idle or jogging: wait for the move "
+                        "or scan to finish", port=self.port) from None
+                raise
+            dist = math.hypot(dx, dy)
+            self._queue.append(_QueuedMove(ticket, (x, y), gp.move_timeout(
+                dist, v, self._eff_accel, factor=self.settings.move_timeout_factor,
+                margin_s=self.settings.move_timeout_margin_s), line))
+            self._arrival = max(sent, self._arrival) + gp.trapezoid_time(dist, v,
+                                                                         self._eff_accel)
+            self._target = (x, y)
+            return self._target
+
+    def jog_cancel(self) -> tuple[float, float]:
+        """Stop a jog where it is: 0x85 (decelerate, flush queued jogs), wait until the
+        controller has left the Jog state, then ``G4 P0`` so its parser position is the
+        stopped one before any absolute move. Returns that position; harmless without a jog."""
+        with self._lock:
+            self._link.require_open()
+            self._link.write(gp.cmd_jog_cancel())
+            deadline = time.monotonic() + self._stop_budget() + self.settings.command_timeout_s
+            while self._query_status(self.settings.command_timeout_s).state \
+                    is gp.MachineState.JOG:
+                if time.monotonic() > deadline:
+                    raise StageTimeoutError(f"GRBL on {self.port} still jogging "
+                                            f"{self._stop_budget():.1f} s after a jog cancel",
+                                            port=self.port)
+                self._pump(time.monotonic() + self.settings.poll_interval_s)
+            self._queue.clear()
+            self._command(gp.cmd_sync(), self.settings.command_timeout_s)
+            self._target = self._current_xy()
+            self._arrival = time.monotonic()
+            return self._target
+
     def position(self) -> tuple[float, float]:
         return self.status().position
 

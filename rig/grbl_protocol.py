@@ -191,6 +191,35 @@ def cmd_move(
     return cmd_line(" ".join(words))
 
 
+def cmd_jog(x: float | None = None, y: float | None = None, *, feed_mm_min: float,
+            absolute: bool = False) -> bytes:
+    """'$J=G21 G91 X.. Y.. F..': a jog, which GRBL plans like G1 but may cancel at once
+    (0x85) and refuses beyond travel (error:15) instead of raising a soft-limit alarm. The
+    modal state of the g-code parser is not changed by it."""
+    if x is None and y is None:
+        raise ValueError("a jog needs at least one axis")
+    if not feed_mm_min > 0:
+        raise ValueError("a jog needs a positive feed rate (mm/min)")
+    words = ["G21", "G90" if absolute else "G91"]
+    if x is not None:
+        words.append("X" + fmt_number(x))
+    if y is not None:
+        words.append("Y" + fmt_number(y))
+    words.append("F" + fmt_number(feed_mm_min, 1))
+    return cmd_line("$J=" + " ".join(words))
+
+
+def cmd_jog_cancel() -> bytes:
+    """Realtime 0x85: decelerate any jog to a stop and flush the queued jogs (Jog state only)."""
+    return bytes([0x85])
+
+
+def cmd_sync() -> bytes:
+    """'G4 P0': acknowledged once the planner is empty; after a jog cancel it proves the
+    parser position has been synchronised to where the stage stopped."""
+    return cmd_line("G4 P0")
+
+
 def cmd_home() -> bytes:
     return cmd_line("$H")
 

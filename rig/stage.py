@@ -41,7 +41,8 @@ class StageTimeoutError(StageError, DeviceTimeout):
 
 
 class StageLimitError(StageError):
-    """A target outside the configured soft limits; nothing was sent to the controller."""
+    """A target outside the soft limits (nothing sent), or beyond the travel GRBL allows a jog
+    (refused by the controller); either way the stage did not move."""
 
 
 class StageCommandError(StageError):
@@ -209,6 +210,14 @@ class Stage(abc.ABC):
         """Relative move from the last commanded target (or the current position)."""
         x, y = self.target if self.target is not None else self.position()
         self.move_to(x + dx, y + dy, speed, wait=wait, timeout=timeout)
+
+    @abc.abstractmethod
+    def jog(self, dx: float, dy: float, speed: float | None = None) -> tuple[float, float]:
+        """Start a relative manual move and return its target without waiting for it."""
+
+    @abc.abstractmethod
+    def jog_cancel(self) -> tuple[float, float]:
+        """Stop a jog where it is (no position lost); returns where the stage stopped."""
 
     @property
     def target(self) -> tuple[float, float] | None:

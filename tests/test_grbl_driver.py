@@ -419,3 +419,64 @@ def test_critical_alarm_with_real_firmware_timing_is_reported_then_recovered(sta
     assert time.monotonic() - t0 < stage.settings.homing_timeout_s
     stage.move_to(30.0, 20.0)
     assert stage.position() == pytest.approx((30.0, 20.0), abs=1e-3)
+
+
+# ---- jogging ($J=, 0x85, G4 P0) ---------------------------------------------------------------
+
+def test_a_jog_moves_relative_and_leaves_the_parser_modes_alone(stage, emu, bench):
+    stage.move_to(50.0, 60.0)
+    assert stage.jog(5.0, -2.5, speed=200) == pytest.approx((55.0, 57.5))
+    assert stage.wait_idle() == pytest.approx((55.0, 57.5), abs=1e-3)
+    assert any(line == "$J=G21 G91 X5 Y-2.5 F12000" for line in emu.received_lines)
+    stage.move_to(10.0, 10.0)  # absolute after a G91 jog: the jog's G91 was not modal
+    assert bench.stage_xy_mm == pytest.approx((10.0, 10.0), abs=1e-3)
+
+
+def test_jog_cancel_stops_short_and_the_next_absolute_move_is_exact(stage, emu, bench):
+    stage.move_to(20.0, 20.0)
+    stage.jog(150.0, 0.0, speed=100)  # 1.5 s at 100 mm/s: released after 0.3 s
+    time.sleep(0.3)
+    assert emu.state == "Jog"
+    x, y = stage.jog_cancel()
+    assert 25.0 < x < 100.0 and y == pytest.approx(20.0, abs=1e-3)
+    assert emu.state == "Idle" and bench.stage_xy_mm == pytest.approx((x, y), abs=1e-3)
+    assert emu.received_lines[-1] == "G4 P0"  # synchronised before anything else is sent
+    stage.move_to(30.0, 40.0)
+    assert bench.stage_xy_mm == pytest.approx((30.0, 40.0), abs=1e-3)
+    assert stage.jog_cancel() == pytest.approx((30.0, 40.0), abs=1e-3)  # no jog: harmless
+
+
+def test_a_jog_beyond_grbl_travel_is_its_error_15_and_nothing_moves(bench):
+    e = GrblEmulator(emulator_config(travel_mm=(150.0, 250.0)), bench, boot_delay_s=0.02)
+    with e:  # the station allows 0..200 in x, the firmware only 150 ($130)
+        s = GrblStage(settings(e.port, check_firmware_settings=False))
+        with s:
+            s.move_to(100.0, 10.0)
+            with pytest.raises(StageLimitError, match=r"beyond the travel GRBL.*Jog target "
+                                                      r"exceeds machine travel.*\$130"):
+                s.jog(80.0, 0.0)
+            assert e.state == "Idle" and s.position() == pytest.approx((100.0, 10.0), abs=1e-3)
+
+
+def test_a_jog_while_a_move_runs_is_refused_as_not_idle(stage, emu):
+    stage.move_to(190.0, 240.0, speed=200, wait=False)
+    time.sleep(0.05)
+    with pytest.raises(StageStateError, match="only jogs when idle"):
+        stage.jog(1.0, 0.0)
+    stage.wait_idle()
+
+
+def test_emulator_locks_gcode_while_jogging_and_a_feed_hold_cancels_the_jog(stage, emu):
+    stage.move_to(20.0, 20.0)
+    stage.jog(150.0, 0.0, speed=100)
+    time.sleep(0.1)
+    with pytest.raises(StageAlarmError, match="locked"):  # error:9 while in Jog
+        stage.move_to(30.0, 30.0, wait=False)
+        stage.wait_idle()
+    stage.feed_hold()
+    deadline = time.monotonic() + 3
+    while emu.state != "Idle" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert emu.state == "Idle"  # no Hold: a hold during a jog is a jog cancel
+    x, _ = stage.jog_cancel()
+    stage.move_to(x, 30.0)

@@ -398,6 +398,15 @@ def test_manual_panel_and_snapshot(qtbot, own_window, station):
     qtbot.waitUntil(lambda: not win.devices.busy, timeout=10_000)
     x1, y1 = rig.stage.position()
     assert x1 == pytest.approx(x0 + 1.0, abs=0.01) and y1 == pytest.approx(y0, abs=0.01)
+    # press and hold: a continuous jog ($J= towards the limit) until released (0x85, G4 P0)
+    qtbot.mousePress(win.manual.jog_buttons["y+"], Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: rig.stage.status().state.value == "moving", timeout=5000)
+    qtbot.wait(300)
+    qtbot.mouseRelease(win.manual.jog_buttons["y+"], Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not win.devices.busy, timeout=10_000)
+    x2, y2 = rig.stage.position()
+    assert x2 == pytest.approx(x1, abs=0.01) and y1 + 0.5 < y2 < rig.stage.limits.y_max - 1
+    assert rig.stage.status().state.value == "idle"
     win.manual.light.setCurrentIndex(3)  # state 2
     win.manual.light.activated.emit(3)
     qtbot.waitUntil(lambda: not win.devices.busy, timeout=10_000)

@@ -136,3 +136,47 @@ def test_two_batches_in_the_same_second_keep_both_reports(tmp_path: Path) -> Non
     first, second = _write_report(tmp_path, results), _write_report(tmp_path, results)
     paths = {first["files"]["json"], second["files"]["json"]}
     assert len(paths) == 2 and all(json.loads(Path(p).read_text())["samples"] for p in paths)
+
+
+def test_a_scan_killed_again_and_again_resumes_to_the_same_complete_recording(
+        tmp_path: Path) -> None:
+    """SIGKILL at moments spread over the sample (no chance to clean up), then resume, three
+    times; every RoI written before a kill keeps its checksum, and the file always verifies."""
+    import os
+    import signal
+    import time
+
+    station = tmp_path / "station.toml"
+    station.write_text(SMALL_STATION)
+    path = tmp_path / "out" / "KILL.h5"
+    base = [sys.executable, "main.py", "--log-dir", str(tmp_path / "logs"), "scan", "--config",
+            str(station), "--sim", "--no-infer"]
+    kept: dict[int, str] = {}
+    # kill once the file has grown by this much since the round began (an RoI is ~1.2 MB
+    # here), so the kills land inside RoI writes at different points, not in start-up
+    for round_, growth in enumerate((1_700_000, 2_900_000, 600_000)):
+        args = ["--out", str(tmp_path / "out"), "--sample-id", "KILL"] if round_ == 0 \
+            else ["--resume", str(path)]
+        start = path.stat().st_size if path.exists() else 0
+        proc = subprocess.Popen(base + args, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and \
+                (path.stat().st_size if path.exists() else 0) < start + growth:
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        report = R.verify_recording(path)
+        assert report.ok, report.summary()
+        with R.Recording(path) as rec:
+            now = {i: rec.roi(i).attrs["checksum"] for i in rec.roi_ids()}
+        assert all(now.get(i) == c for i, c in kept.items()), "a kept RoI changed"
+        kept = now
+    assert len(kept) < 10, "no kill landed inside the scan: shorten the delays"
+    proc_done = subprocess.run(base + ["--resume", str(path)], cwd=ROOT, capture_output=True,
+                               text=True, timeout=600)
+    assert proc_done.returncode == 0, proc_done.stderr
+    report = R.verify_recording(path)
+    assert report.ok and report.status == "complete" and len(report.rois_ok) == 10
+    with R.Recording(path) as rec:
+        assert all(rec.roi(i).attrs["checksum"] == c for i, c in kept.items())

@@ -188,6 +188,9 @@ _M_OK = {0, 1, 2, 30, 3, 4, 5, 7, 8, 9}
 
 # modes
 _IDLE, _RUN, _HOLD_DECEL, _HOLD, _HOME, _ALARM = "idle", "run", "hold1", "hold0", "home", "alarm"
+_JOG, _JOG_CANCEL = "jog", "jog-cancel"  # jogging; decelerating after 0x85 (still "Jog")
+_MOVING = (_RUN, _HOLD_DECEL, _HOME, _JOG, _JOG_CANCEL)
+CMD_JOG_CANCEL = 0x85
 
 
 class GrblEmulator(PtyDevice):
@@ -313,6 +316,8 @@ class GrblEmulator(PtyDevice):
                 self._feed_hold(now)
             elif b == 0x7E:                        # '~'
                 self._cycle_start(now)
+            elif b == CMD_JOG_CANCEL:
+                self._jog_cancel(now)
             elif b >= 0x80:
                 pass                               # override commands: not modelled
             elif len(self._rx) >= self.config.rx_buffer_size - 1:
@@ -333,14 +338,14 @@ class GrblEmulator(PtyDevice):
             self._status_requested = False
             self._emit(self._status_text())
         self._publish()
-        if self._mode in (_RUN, _HOLD_DECEL, _HOME) or self._dwell_until is not None:
+        if self._mode in _MOVING or self._dwell_until is not None:
             return now + 0.005
         return None
 
     # -- motion -----------------------------------------------------------------------------
     def _advance(self, now: float) -> None:
         while True:
-            if self._mode == _RUN:
+            if self._mode in (_RUN, _JOG):
                 if self._motion is None:
                     if not self._planner:
                         self._mode = _IDLE
@@ -355,11 +360,16 @@ class GrblEmulator(PtyDevice):
                     self._planner.popleft()
                     continue
                 self._phys = self._motion.pos(now)
-            elif self._mode == _HOLD_DECEL and self._decel is not None:
+            elif self._mode in (_HOLD_DECEL, _JOG_CANCEL) and self._decel is not None:
                 if now >= self._decel.t_end:
                     self._phys = self._decel.pos(self._decel.t_end)
                     self._decel = None
-                    self._mode = _HOLD
+                    if self._mode == _HOLD_DECEL:
+                        self._mode = _HOLD
+                    else:  # protocol.c: plan_reset, gc_sync_position, then Idle
+                        self._planner.clear()
+                        self._gc_pos = _add(self._phys, self._err)
+                        self._mode = _IDLE
                 else:
                     self._phys = self._decel.pos(now)
             elif self._mode == _HOME and self._home is not None:
@@ -398,7 +408,27 @@ class GrblEmulator(PtyDevice):
         self._dwell_until = None
         self._gc_pos = _add(self._phys, self._err)
 
+    def _jog_cancel(self, now: float) -> None:
+        """0x85 while jogging: decelerate to a stop, then drop every queued jog (GRBL 1.1)."""
+        if self._mode != _JOG:
+            return
+        self._advance(now)
+        if self._motion is not None:
+            m = self._motion
+            self._decel = _Decel(m.pos(now), m.unit, m.speed(now), m.a, now)
+            self._motion = None
+            self._t_cursor = None
+            self._planner.clear()
+            self._mode = _JOG_CANCEL
+        else:
+            self._planner.clear()
+            self._gc_pos = _add(self._phys, self._err)
+            self._mode = _IDLE
+
     def _feed_hold(self, now: float) -> None:
+        if self._mode == _JOG:  # a feed hold cancels a jog (protocol.c, EXEC_FEED_HOLD)
+            self._jog_cancel(now)
+            return
         if self._mode == _RUN and self._motion is not None:
             m = self._motion
             self._decel = _Decel(m.pos(now), m.unit, m.speed(now), m.a, now)
@@ -480,7 +510,8 @@ class GrblEmulator(PtyDevice):
         alarm = None
         if self._mode == _HOME:
             alarm = 6
-        elif self._mode in (_RUN, _HOLD_DECEL) and (self._motion or self._decel):
+        elif self._mode in (_RUN, _HOLD_DECEL, _JOG, _JOG_CANCEL) and (self._motion
+                                                                        or self._decel):
             alarm = 3
         self._stop_motion(now)
         self._rx.clear()
@@ -520,7 +551,7 @@ class GrblEmulator(PtyDevice):
     def _state_word(self) -> str:
         return {
             _IDLE: "Idle", _RUN: "Run", _HOLD_DECEL: "Hold:1", _HOLD: "Hold:0",
-            _HOME: "Home", _ALARM: "Alarm",
+            _HOME: "Home", _ALARM: "Alarm", _JOG: "Jog", _JOG_CANCEL: "Jog",
         }[self._mode]
 
     def _wco(self) -> Vec:
@@ -532,6 +563,7 @@ class GrblEmulator(PtyDevice):
             _IDLE: gp.MachineState.IDLE, _RUN: gp.MachineState.RUN,
             _HOLD_DECEL: gp.MachineState.HOLD, _HOLD: gp.MachineState.HOLD,
             _HOME: gp.MachineState.HOME, _ALARM: gp.MachineState.ALARM,
+            _JOG: gp.MachineState.JOG, _JOG_CANCEL: gp.MachineState.JOG,
         }[mode]
         sub = 1 if mode == _HOLD_DECEL else 0 if mode == _HOLD else None
         mpos = _add(self._phys, self._err)
@@ -539,7 +571,7 @@ class GrblEmulator(PtyDevice):
         now = time.monotonic()
         moving = self._motion or self._decel or self._home
         speed = moving.speed(now) * self.config.time_scale * 60.0 if moving else 0.0
-        busy = mode in (_RUN, _HOLD_DECEL, _HOLD, _HOME)
+        busy = mode in (*_MOVING, _HOLD)
         wco = None
         ovr = None
         if self._wco_counter > 0:
@@ -566,7 +598,7 @@ class GrblEmulator(PtyDevice):
     def _publish(self) -> None:
         if self.bench is not None:
             p = _sub(self._phys, self._bench_origin)
-            self.bench.set_stage(p[0], p[1], moving=self._mode in (_RUN, _HOLD_DECEL, _HOME))
+            self.bench.set_stage(p[0], p[1], moving=self._mode in _MOVING)
 
     # -- line processing --------------------------------------------------------------------
     def _process_lines(self, now: float) -> None:
@@ -586,7 +618,7 @@ class GrblEmulator(PtyDevice):
             text = self._rx[:i].decode("ascii", "replace")
             clean = re.sub(r"\([^)]*\)|;.*$", "", text).replace(" ", "").replace("\t", "")
             clean = clean.upper()
-            is_gcode = bool(clean) and not clean.startswith("$")
+            is_gcode = bool(clean) and (not clean.startswith("$") or clean.startswith("$J="))
             if is_gcode and len(self._planner) >= self.config.planner_blocks:
                 return                              # planner full: the line waits in RX
             del self._rx[: i + 1]
@@ -602,8 +634,8 @@ class GrblEmulator(PtyDevice):
             return
         if line.startswith("$"):
             code = self._system(line, now)
-        elif self._mode == _ALARM:
-            code = 9
+        elif self._mode in (_ALARM, _JOG, _JOG_CANCEL):
+            code = 9                                # protocol.c: g-code locked in Alarm and Jog
         else:
             try:
                 code = self._gcode(line, now)
@@ -620,7 +652,7 @@ class GrblEmulator(PtyDevice):
             self._emit("[HLP:$$ $# $G $I $N $x=val $Nx=line $J=line $SLP $C $X $H ~ ! ? ctrl-x]")
             return 0
         if line == "$$":
-            if self._mode in (_RUN, _HOLD, _HOLD_DECEL):
+            if self._mode in (_RUN, _HOLD, _HOLD_DECEL, _JOG, _JOG_CANCEL):
                 return 8
             for n in sorted(self._settings):
                 v = self._settings[n]
@@ -640,6 +672,8 @@ class GrblEmulator(PtyDevice):
             return 0
         if line == "$C":
             return 3                                # check mode: not modelled
+        if line.startswith("$J="):                  # system.c: jog only from Idle or Jog
+            return self._jog(line[3:], now) if self._mode in (_IDLE, _JOG) else 8
         if not idle_or_alarm:
             return 8
         if line == "$I":
@@ -779,6 +813,59 @@ class GrblEmulator(PtyDevice):
             self._planner.append(_Block(phys_target, self._feed, self._motion_mode == 0))
             if self._mode == _IDLE:
                 self._mode = _RUN
+                self._t_cursor = now
+        return 0
+
+    def _jog(self, words_text: str, now: float) -> int:
+        """``$J=`` (gcode.c, jog motion): G20/G21, G90/G91, G53, X Y Z and a required F; the
+        parser's modal state is left as it was. Beyond travel: error:15, no alarm."""
+        words: dict[str, float] = {}
+        gcodes: set[int] = set()
+        pos = 0
+        while pos < len(words_text):
+            letter = words_text[pos]
+            m = _NUMBER.match(words_text, pos + 1)
+            if not "A" <= letter <= "Z" or not m:
+                return 2 if "A" <= letter <= "Z" else 1
+            value = float(m.group())
+            pos = m.end()
+            if letter == "G":
+                code = round(value * 10)
+                if code not in (200, 210, 900, 910, 530):
+                    return 16                       # a prohibited g-code in a jog
+                gcodes.add(code)
+            elif letter in "XYZF":
+                if letter in words:
+                    return 25
+                words[letter] = value
+            else:
+                return 16
+        if "F" not in words:
+            return 22
+        scale = 25.4 if (200 in gcodes or self._inches and 210 not in gcodes) else 1.0
+        axes = {k: words[k] * scale for k in "XYZ" if k in words}
+        if not axes:
+            return 26
+        absolute = 900 in gcodes or self._absolute and 910 not in gcodes
+        target = list(self._gc_pos)
+        for i, k in enumerate("XYZ"):
+            if k in axes:
+                if 530 in gcodes:
+                    target[i] = axes[k]
+                elif absolute:
+                    target[i] = axes[k] + self._wco()[i]
+                else:
+                    target[i] = self._gc_pos[i] + axes[k]
+        tgt: Vec = (target[0], target[1], target[2])
+        if self._settings[20] and self._beyond_travel(tgt):
+            return 15
+        self._gc_pos = tgt
+        phys_target = _sub(tgt, self._err)
+        last = self._planner[-1].target if self._planner else self._phys
+        if _norm(_sub(phys_target, last)) > 1e-9:
+            self._planner.append(_Block(phys_target, words["F"] * scale, False))
+            if self._mode == _IDLE:
+                self._mode = _JOG
                 self._t_cursor = now
         return 0
 
