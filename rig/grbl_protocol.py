@@ -484,14 +484,16 @@ def format_status(
     state: MachineState, *, substate: int | None = None, mpos: XYZ | None = None,
     wpos: XYZ | None = None, feed: float = 0.0, spindle: float = 0.0,
     buffer: tuple[int, int] | None = None, wco: XYZ | None = None,
-    overrides: tuple[int, int, int] | None = None,
+    overrides: tuple[int, int, int] | None = None, pins: str = "", inches: bool = False,
 ) -> str:
-    """The status text GRBL 1.1 prints (field order as in report_realtime_status)."""
+    """The status text GRBL 1.1 prints (field order as in report_realtime_status). With $13=1
+    (inches) positions have 4 decimals and the feed 1 (N_DECIMAL_*_INCH in config.h)."""
     head = state.value + (f":{substate}" if substate is not None else "")
     parts = [head]
+    places = 4 if inches else 3
 
     def vec(v: XYZ) -> str:
-        return ",".join(f"{c:.3f}" for c in v)
+        return ",".join(f"{c:.{places}f}" for c in v)
 
     if mpos is not None:
         parts.append("MPos:" + vec(mpos))
@@ -499,7 +501,9 @@ def format_status(
         parts.append("WPos:" + vec(wpos))
     if buffer is not None:
         parts.append(f"Bf:{buffer[0]},{buffer[1]}")
-    parts.append(f"FS:{feed:.0f},{spindle:.0f}")
+    parts.append(f"FS:{feed:.1f},{spindle:.0f}" if inches else f"FS:{feed:.0f},{spindle:.0f}")
+    if pins:
+        parts.append(f"Pn:{pins}")
     if wco is not None:
         parts.append("WCO:" + vec(wco))
     elif overrides is not None:

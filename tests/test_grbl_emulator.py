@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import serial
@@ -317,3 +318,32 @@ def test_disconnect_removes_the_port(emu):
             lk.send(b"?")
             lk.ser.read(10)
     lk.close()
+
+
+TRANSCRIPT = Path(__file__).parent / "data" / "grbl-1.1h-transcript.txt"
+
+
+def test_the_emulator_answers_a_recorded_session_byte_for_byte_as_grbl_1_1h(bench):
+    """tests/data/grbl-1.1h-transcript.txt: commands and the exact bytes GRBL 1.1h sends."""
+    steps = [(line[0], line[2:]) for line in TRANSCRIPT.read_text().splitlines()
+             if line and line[0] in "<>*~"]
+    emu = GrblEmulator(GrblEmulatorConfig(), bench, boot_delay_s=0.02)
+    with emu:
+        link = Link(emu.port)
+        try:
+            for n, (kind, arg) in enumerate(steps):
+                if kind == "<":
+                    got = link.until(b"\r\n", timeout=2.0)
+                    assert got == arg.encode() + b"\r\n", f"step {n}: {arg!r}"
+                    continue
+                assert link.read_available() == b"", f"unexpected bytes before step {n}"
+                if kind == ">":
+                    link.send(arg.encode() + b"\n")
+                elif kind == "*":
+                    link.send(bytes.fromhex(arg))
+                else:
+                    time.sleep(float(arg))
+            time.sleep(0.1)
+            assert link.read_available() == b""
+        finally:
+            link.close()

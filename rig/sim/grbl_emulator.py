@@ -245,6 +245,7 @@ class GrblEmulator(PtyDevice):
         self._dwell_waiting = False
         self._dwell_s = 0.0
         self._status_requested = False
+        self.pins = ""  # input pins reported as Pn: (e.g. "X" while the x limit switch is pressed)
         self._wco_counter = 0
         self._ovr_counter = 0
 
@@ -273,10 +274,13 @@ class GrblEmulator(PtyDevice):
             return self._settings[number]
 
     # -- faults -----------------------------------------------------------------------------
-    def raise_alarm(self, code: int = 1) -> None:
-        """Trip an alarm now: motion stops dead (hard-limit style). Codes 1, 2, 10 are critical
-        (only a soft reset continues); others reset the firmware like a failed homing does."""
+    def raise_alarm(self, code: int = 1, pins: str = "") -> None:
+        """Trip an alarm now: motion stops dead (hard-limit style). Codes 1 and 2 are critical
+        (only a soft reset continues); others reset the firmware like a failed homing does.
+        `pins` ("X", "XY"...) are the limit switches left pressed, reported as Pn: until the
+        next homing cycle pulls off them."""
         with self._lock:
+            self.pins = pins
             self._trip_alarm(code, time.monotonic())
         self._wakeup()
 
@@ -334,8 +338,8 @@ class GrblEmulator(PtyDevice):
         self._advance(now)
         self._process_lines(now)
         self._advance(now)
-        if self._status_requested:
-            self._status_requested = False
+        if self._status_requested and self._mode != _HOME:  # limits.c services no '?' while
+            self._status_requested = False                  # homing: one report afterwards
             self._emit(self._status_text())
         self._publish()
         if self._mode in _MOVING or self._dwell_until is not None:
@@ -444,6 +448,7 @@ class GrblEmulator(PtyDevice):
             self._t_cursor = None
 
     def _finish_homing(self) -> None:
+        self.pins = ""
         tx, ty = self._settings[130], self._settings[131]
         pull = self._settings[27]
         mask = int(self._settings[23])
@@ -588,12 +593,13 @@ class GrblEmulator(PtyDevice):
             ovr = (100, 100, 100)
         buffer = None
         if int(self._settings[10]) & 2:
-            buffer = (self.config.planner_blocks - len(self._planner),
-                      self.config.rx_buffer_size - 1 - len(self._rx))
+            buffer = (self.config.planner_blocks - len(self._planner),  # serial.c: free bytes
+                      self.config.rx_buffer_size - len(self._rx))        # of the ring, 128 empty
         kw: dict = {"mpos": _scale(mpos, unit)} if int(self._settings[10]) & 1 else {
             "wpos": _scale(_sub(mpos, self._wco()), unit)}
         return gp.format_status(state, substate=sub, feed=speed * unit, buffer=buffer,
-                                wco=wco, overrides=ovr, **kw)
+                                wco=wco, overrides=ovr, pins=self.pins,
+                                inches=bool(self._settings[13]), **kw)
 
     def _publish(self) -> None:
         if self.bench is not None:
