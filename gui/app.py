@@ -164,6 +164,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.status.set("rig", type(rig).__name__ + " ready")
         else:
             self.status.set("rig", "none (replay only)")
+            self.stack.follow.setChecked(False)  # nothing live to follow
+            self.stack.follow.setEnabled(False)
         self.detector_pending = detector is None and detector_factory is not None
         if self.detector_pending:
             self.status.set("detector", "loading…")
@@ -264,6 +266,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.map.set_current(None)
         self._render_objects(state)
         self._render_banner(state)
+        self._clear_selection()
+
+    def _clear_selection(self) -> None:
+        """A detection picked on one RoI or sample never stays outlined on another image."""
+        self.stack.clear_selection()
+        self.map.select_object(None)
+        self.table.clear_selection()
         self.signature.clear()
 
     def _render(self, u: Update) -> None:
@@ -354,6 +363,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._render(update)
         self.preview.forget(run.path)
         self.stack.follow.setChecked(True)
+        self.manual.light.setCurrentIndex(0)  # the scan leaves every light off
+        self.status.set("lights", "sequenced by the scan")
         # the sample under the camera: loaded by the operator, or the next virtual one
         self.devices.submit(self.rig.samples.load_sample, sid,
                             on_done=lambda _r, exc: self._launch(run, exc))
@@ -474,6 +485,8 @@ class MainWindow(QtWidgets.QMainWindow):
         s = self.sample
         if index not in s.rois:
             return
+        if index != self.displayed and self._pending_select is None:
+            self._clear_selection()
         self.displayed = index
         self.map.set_current(index)
         loaded = s.previews.get(index)
@@ -582,8 +595,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if summary is None:
             self._report_error(error or "cannot open the recording")
             return
-        if self.bridge.running:
-            self.stack.follow.setChecked(False)
+        self.stack.follow.setChecked(False)  # a replay is looked at, not followed
         state = self.vm.show_replay(summary)
         self._display_sample(state)
         self.statusBar().showMessage(f"replaying {summary.path} ({summary.status})", 10000)
@@ -610,6 +622,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if exc is not None:
             self.rig_error = str(exc)
             self.status.set("rig", "not available")
+            self.stack.follow.setChecked(False)
+            self.stack.follow.setEnabled(False)
             self._report_error(exc)
         else:
             self.rig = rig
@@ -681,6 +695,7 @@ class MainWindow(QtWidgets.QMainWindow):
             image, k = frame.image, frame.state
             shape = (int(image.shape[0]), int(image.shape[1]))
             self.stack.follow.setChecked(False)
+            self._clear_selection()
             self.displayed = -1
             self.map.set_current(None)
             self.stack.begin_roi(-1, shape, f"snapshot · state {k} · "

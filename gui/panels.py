@@ -229,6 +229,11 @@ class DetectionsTable(QtWidgets.QWidget):
             kind, obj = self.object_at(rows[0].row())
             self.object_selected.emit(kind, obj)
 
+    def clear_selection(self) -> None:
+        self._quiet = True
+        self.table.clearSelection()
+        self._quiet = False
+
     def select(self, obj: DetectedObject) -> None:
         """Select (and scroll to) an object without emitting `object_selected`."""
         row = self.row_of(obj)
@@ -437,6 +442,7 @@ class DeviceStatus(QtWidgets.QGroupBox):
         form.addRow(self.error)
         form.addRow(self.dismiss)
         self._frames: list[float] = []
+        self._fps = 0.0
 
     def set(self, key: str, text: str) -> None:
         self.fields[key].setText(text)
@@ -458,9 +464,10 @@ class DeviceStatus(QtWidgets.QGroupBox):
     def frame(self, frame_id: int, state: int, t: float | None = None) -> None:
         now = time.monotonic() if t is None else t
         self._frames = [x for x in self._frames if now - x < 2.0] + [now]
-        fps = (len(self._frames) - 1) / (self._frames[-1] - self._frames[0]) \
-            if len(self._frames) > 2 else 0.0
-        self.set("frame rate", f"{fps:.1f} frames/s (last id {frame_id}, state {state})")
+        if len(self._frames) > 2:  # between RoIs (a move) the last rate stands, never "0.0"
+            self._fps = (len(self._frames) - 1) / (self._frames[-1] - self._frames[0])
+        rate = f"{self._fps:.1f} frames/s" if self._fps else "measuring"
+        self.set("frame rate", f"{rate} (last id {frame_id}, state {state})")
 
 
 def focus_policy_none(*widgets: QtWidgets.QWidget) -> None:

@@ -338,6 +338,13 @@ class StackView(QtWidgets.QWidget):
             self.tiles["0"].vb.setRange(QtCore.QRectF(c.x() - side / 2, c.y() - side / 2,
                                                       side, side), padding=0.0)
 
+    def clear_selection(self) -> None:
+        """No detection outlined, no signature marker, the whole RoI in view."""
+        for tile in self.tiles.values():
+            tile.selected.hide()
+            tile.marker.hide()
+        self.fit()
+
     def mark(self, row: float, col: float) -> None:
         for tile in self.tiles.values():
             tile.marker.setPos(col + 1.0, row + 1.0)  # centre of the 2 x 2 quad

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Banner:
-    """The big state label: READY, SCANNING, PAUSED, ABORTING, a verdict or ERROR."""
+    """The big state label: READY, SCANNING, PAUSED, ABORTING, a verdict, ERROR, or REPLAY
+    (a recording opened from disk: never mistaken for the live sample's verdict)."""
 
     state: str = "READY"
     sample_id: str = ""
@@ -353,13 +354,13 @@ class StationView:
         verdict = summary.verdict or ("NOT-INSPECTED" if summary.status == "complete"
                                       else "INCOMPLETE")
         total = summary.timings_s.get("total")
-        detail = (counts_text(len(summary.scratches), len(summary.contaminants), total)
-                  + f"\nreplay: {summary.path.name} · {summary.status} · "
-                    f"{len(summary.recorded)}/{summary.n_rois} RoIs")
+        detail = (f"recorded verdict {verdict} · {summary.path.name} · {summary.status} · "
+                  f"{len(summary.recorded)}/{summary.n_rois} RoIs\n"
+                  + counts_text(len(summary.scratches), len(summary.contaminants), total))
         s = SampleState(summary.sample_id, {r.index: r for r in summary.rois},
                         summary.sample_mm, path=summary.path, live=False, states=states,
                         recorded=set(summary.recorded),
-                        banner=Banner(verdict, summary.sample_id, detail))
+                        banner=Banner("REPLAY", summary.sample_id, detail))
         if summary.verdict:
             s.scratches, s.contaminants = summary.scratches, summary.contaminants
         self.shown = s

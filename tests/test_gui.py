@@ -313,7 +313,9 @@ def test_replay_complete_and_incomplete_recordings(qtbot, own_window, tmp_path):
     assert win.rig is None and not win.controls.start_btn.isEnabled()
     qtbot.waitUntil(lambda: win.sample.path == done and win.stack.current is not None,
                     timeout=10_000)
-    assert win.verdict.text == "FAIL" and "REPLAY-1" in win.verdict.sample.text()
+    assert win.verdict.text == "REPLAY" and "REPLAY-1" in win.verdict.sample.text()
+    assert win.verdict.counts.text().startswith("recorded verdict FAIL · done.h5")
+    assert not win.stack.follow.isChecked() and not win.stack.follow.isEnabled()  # no rig
     assert win.map.states[1] == "scratch" and win.map.states[0] == "clean"
     assert len(win.table.objects) == 2
     # browse: next RoI, then the scratch from the table with its heat map
@@ -322,6 +324,18 @@ def test_replay_complete_and_incomplete_recordings(qtbot, own_window, tmp_path):
                     and win.stack.current.source == str(done), timeout=10_000)
     win.stack.show_heat.setChecked(True)
     assert win.stack.tiles["0"].heat.isVisible()
+    win.table.table.selectRow(0)
+    qtbot.waitUntil(lambda: win.stack.tiles["0"].selected.isVisible(), timeout=5000)
+    selected_roi = win.stack.roi_index
+    win.show_signature(10, 10)
+    assert win.stack.tiles["0"].marker.isVisible()
+    # another RoI: the pick, its outline, marker, table row and signature do not carry over
+    qtbot.mouseClick(win.stack.next_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: win.stack.roi_index != selected_roi, timeout=10_000)
+    assert not win.stack.tiles["0"].selected.isVisible()
+    assert not win.stack.tiles["0"].marker.isVisible()
+    assert not win.table.table.selectionModel().selectedRows()
+    assert not win.map.selected_dot.isVisible()
     win.table.table.selectRow(0)
     qtbot.waitUntil(lambda: win.stack.tiles["0"].selected.isVisible(), timeout=5000)
     # single-tile layout and another level preset
@@ -333,7 +347,8 @@ def test_replay_complete_and_incomplete_recordings(qtbot, own_window, tmp_path):
     win.open_recording(partial)
     qtbot.waitUntil(lambda: win.sample.path == partial and win.stack.current is not None,
                     timeout=10_000)
-    assert win.verdict.text == "INCOMPLETE"
+    assert win.verdict.text == "REPLAY" and "recorded verdict INCOMPLETE" in \
+        win.verdict.counts.text()
     assert [win.map.states[i] for i in range(10)] == ["recorded"] * 3 + ["pending"] * 7
     win.show_roi(7)  # not recorded: says so, does not fail
     assert "not captured" in win.stack.title.text()

@@ -142,7 +142,8 @@ def test_a_replay_keeps_the_live_sample_going_in_the_background(view):
     summary = RecordingSummary(Path("old.h5"), "OLD", "partial", len(rois), [0, 1], rois,
                                view.sample_mm, verdict="", scratches=[], contaminants=[])
     view.show_replay(summary)
-    assert view.shown.sample_id == "OLD" and view.shown.banner.state == "INCOMPLETE"
+    assert view.shown.sample_id == "OLD" and view.shown.banner.state == "REPLAY"
+    assert view.shown.banner.detail.startswith("recorded verdict INCOMPLETE · old.h5")
     assert view.shown.states[0] == "recorded" and view.shown.states[2] == "pending"
     u = capture(view, rois[0], scratches=[obj(0)])[-1]
     assert u.roi_states == {} and not u.objects and not u.banner  # the replay stays on screen
@@ -152,7 +153,8 @@ def test_a_replay_keeps_the_live_sample_going_in_the_background(view):
     done = RecordingSummary(Path("f.h5"), "F", "complete", len(rois), [0], rois,
                             view.sample_mm, verdict="FAIL", scratches=[obj(0)])
     view.show_replay(done)
-    assert view.shown.banner.state == "FAIL" and view.shown.states[0] == "scratch"
+    assert view.shown.banner.state == "REPLAY" and view.shown.states[0] == "scratch"
+    assert view.shown.banner.detail.startswith("recorded verdict FAIL")
 
 
 def test_without_a_detector_rois_are_recorded_and_the_verdict_says_so(view):
