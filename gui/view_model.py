@@ -301,6 +301,9 @@ class StationView:
         s.capturing = None
         if exc is not None or result is None:
             u.error = exc or "the inspection ended without a result"
+            for i in s.rois:  # the RoI being captured when it failed is not left "capturing"
+                if s.states.get(i) == "capturing":
+                    self._set_state(u, s, i, "pending")
             self._banner(u, s, "ERROR", plain_error(u.error).headline)
             return u
         self.last_result = s.result = result

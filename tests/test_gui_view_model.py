@@ -127,8 +127,10 @@ def test_errors_reach_the_operator_and_mark_the_roi(view):
     assert "Taking its stack again (retake 1)" in u.status["camera"] and u.error is None
     u = view.on_event(ScanError(rois[0], TimeoutError("no frame")))
     assert u.roi_states == {0: "error"} and isinstance(u.error, TimeoutError)
+    view.on_event(RoiStarted(rois[1], 1, len(rois)))  # the next RoI, then the camera goes
     u = view.finish(None, RuntimeError("camera gone"))
     assert view.shown.banner.state == "ERROR" and isinstance(u.error, RuntimeError)
+    assert u.roi_states == {1: "pending"} and "capturing" not in view.shown.states.values()
     assert u.history is None  # no result, no history row
     v2 = StationView(view.rois, view.sample_mm)
     v2.begin_sample("S5", Path("S5.h5"))
