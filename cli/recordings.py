@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from recordings.errors import RecordingError
-from recordings.reader import Recording
+from recordings.reader import Recording, damage_reported
 from recordings.verify import verify_recording
 
 
@@ -80,7 +80,7 @@ def describe(rec: Recording) -> dict:
 
 
 def _show(args: argparse.Namespace) -> int:
-    with Recording(args.file) as rec:
+    with Recording(args.file) as rec, damage_reported(args.file):
         info = describe(rec)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -125,7 +125,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from recordings.contact_sheet import save_contact_sheet
 
-    with Recording(args.file) as rec:
+    with Recording(args.file) as rec, damage_reported(args.file):
         roi = rec.roi(args.roi)
         save_contact_sheet(roi.raw[()], args.png, black_level=64,
                            title=f"{rec.sample_id}  RoI {args.roi:02d}",

@@ -4,7 +4,7 @@ Imports nothing from the station's other packages. See docs/recording-format.md.
 """
 
 from recordings.errors import RecordingError
-from recordings.reader import Recording, Roi, open_recording
+from recordings.reader import Recording, Roi, damage_reported, open_recording
 from recordings.schema import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -20,5 +20,5 @@ from recordings.writer import RecordingWriter, add_results
 __all__ = [
     "check_sample_id", "FORMAT_NAME", "FORMAT_VERSION", "DetectedObject", "DetectionResults", "Recording",
     "RecordingError", "RecordingWriter", "Roi", "RoiTruth", "VerifyReport", "add_results",
-    "open_recording", "verdict_of", "verify_recording",
+    "damage_reported", "open_recording", "verdict_of", "verify_recording",
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -73,30 +75,34 @@ def open_h5(path: Path, mode: str = "r") -> h5py.File:
     except OSError as exc:
         hint = "truncated or damaged (copy interrupted?)" if "truncat" in str(exc).lower() else str(exc)
         raise RecordingError(f"{path}: cannot open HDF5 file: {hint}") from None
+    try:
+        problem = _header_problem(h5)
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        problem = f"its HDF5 structure is damaged ({exc}); restore the file from a copy"
+    if problem:
+        h5.close()
+        raise RecordingError(f"{path}: {problem}")
+    return h5
+
+
+def _header_problem(h5: h5py.File) -> str:
+    """Why an open file cannot be read as a recording ("" when it can). h5py raises OSError
+    or RuntimeError where the file's metadata is damaged; the caller turns those into one."""
     fmt = h5.attrs.get("format")
     if fmt != schema.FORMAT_NAME:
-        h5.close()
-        raise RecordingError(
-            f"{path}: not a dark-field recording (root attribute format={fmt!r}, "
-            f"expected {schema.FORMAT_NAME!r})"
-        )
+        return (f"not a dark-field recording (root attribute format={fmt!r}, expected "
+                f"{schema.FORMAT_NAME!r})")
     version = str(h5.attrs.get("format_version", "?"))
     try:
         major = int(version.split(".")[0])
     except ValueError:
         major = -1
     if major != schema.SUPPORTED_MAJOR:
-        h5.close()
-        raise RecordingError(
-            f"{path}: format_version {version} is not supported by this software "
-            f"(reads {schema.SUPPORTED_MAJOR}.x); upgrade the station software"
-        )
+        return (f"format_version {version} is not supported by this software (reads "
+                f"{schema.SUPPORTED_MAJOR}.x); upgrade the station software")
     problem = _root_problem(h5) or _foreign_data(h5)
-    if problem:
-        h5.close()
-        raise RecordingError(f"{path}: {problem} (damaged or edited file; `main.py recordings "
-                             "verify` lists what is wrong)")
-    return h5
+    return f"{problem} (damaged or edited file; `main.py recordings verify` lists what is " \
+           "wrong)" if problem else ""
 
 
 @dataclass
@@ -202,7 +208,16 @@ class Recording:
 
     @cached_property
     def rig_config(self) -> dict[str, Any]:
-        return json.loads(self._h5.attrs["rig_config"])
+        raw = self._h5.attrs.get("rig_config", "{}")
+        try:
+            cfg = json.loads(raw)
+        except (TypeError, ValueError):
+            cfg = None
+        if not isinstance(cfg, dict):
+            raise RecordingError(f"{self.path}: root attribute rig_config is not the station "
+                                 f"config as JSON ({str(raw)[:40]!r}); the file was edited or "
+                                 "damaged: pass --config to say how it was recorded")
+        return cfg
 
     def roi_ids(self) -> list[int]:
         """Indices of finished planned RoIs (an interrupted RoI is not listed)."""
@@ -237,18 +252,33 @@ class Recording:
     def results(self) -> schema.DetectionResults | None:
         if not self.has_results:
             return None
-        g = self._h5["results"]
-        maps = {int(n): g["probability"][n] for n in g["probability"]}
-        return schema.DetectionResults(
-            detector=str(g.attrs["detector"]),
-            model_sha256=str(g.attrs["model_sha256"]),
-            verdict=str(g.attrs["verdict"]),
-            scratches=schema.table_to_objects(g["scratches"][()]),
-            contaminants=schema.table_to_objects(g["contaminants"][()]),
-            probability_maps=maps,  # lazy datasets; slice with [()] to read
-            timings_s=json.loads(g.attrs["timings_s"]),
-            probability_scale=int(g.attrs.get("probability_scale", 2)),
-        )
+        try:
+            g = self._h5["results"]
+            maps = {int(n): g["probability"][n] for n in g["probability"]}
+            return schema.DetectionResults(
+                detector=str(g.attrs["detector"]),
+                model_sha256=str(g.attrs["model_sha256"]),
+                verdict=str(g.attrs["verdict"]),
+                scratches=schema.table_to_objects(g["scratches"][()]),
+                contaminants=schema.table_to_objects(g["contaminants"][()]),
+                probability_maps=maps,  # lazy datasets; slice with [()] to read
+                timings_s=json.loads(g.attrs["timings_s"]),
+                probability_scale=int(g.attrs.get("probability_scale", 2)),
+            )
+        except (KeyError, OSError, ValueError, TypeError, AttributeError) as exc:
+            raise RecordingError(f"{self.path}: /results is damaged ({exc}); run `main.py "
+                                 "infer` on the file to write them again") from None
+
+
+@contextmanager
+def damage_reported(path: str | Path) -> Iterator[None]:
+    """Read a recording's contents with h5py's errors for damaged objects (OSError,
+    RuntimeError, KeyError from a corrupt header or chunk) reported as a RecordingError."""
+    try:
+        yield
+    except (OSError, RuntimeError, KeyError) as exc:
+        raise RecordingError(f"{path}: part of the file is damaged ({exc}); `main.py "
+                             "recordings verify` lists what is wrong") from None
 
 
 def open_recording(path: str | Path) -> Recording:

@@ -41,6 +41,10 @@ def verify_recording(path: str | Path) -> VerifyReport:
         return report
     with rec:
         report.status = rec.status
+        try:
+            _ = rec.rig_config  # resume and infer rebuild the station from it
+        except RecordingError as exc:
+            report.problems.append(str(exc).removeprefix(f"{rec.path}: "))
         report.missing_rois = rec.missing_rois()
         unexpected = rec.unexpected_rois()
         if unexpected:
@@ -54,6 +58,8 @@ def verify_recording(path: str | Path) -> VerifyReport:
                 assert res is not None
                 for m in res.probability_maps.values():
                     m[()]
+            except RecordingError as exc:
+                report.problems.append(str(exc).removeprefix(f"{rec.path}: "))
             except (KeyError, OSError, ValueError, TypeError, AssertionError) as exc:
                 report.problems.append(f"/results is damaged ({exc!r}); run `main.py infer` "
                                        "on the file to write them again")

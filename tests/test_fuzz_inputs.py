@@ -301,3 +301,26 @@ def test_a_bad_classifier_card_is_refused_before_allocation(tmp_path: Path, clas
     (tmp_path / "clf.json").write_text(json.dumps(card))
     with pytest.raises(ModelLoadError, match=str(tmp_path)):
         load_classifier(tmp_path / "clf.safetensors")
+
+
+@pytest.mark.parametrize("damage", ["rig_config", "results", "bytes"])
+def test_damaged_metadata_is_a_recording_error_not_a_traceback(tmp_path: Path, damage) -> None:
+    """Found by bench/fuzz_cli.py: a non-JSON rig_config, a /results group without its
+    datasets, and bytes damaged inside the HDF5 metadata used to end in tracebacks."""
+    path = _small_recording(tmp_path / "rec.h5")
+    if damage == "bytes":  # the root group's metadata zeroed, the superblock left intact
+        data = bytearray(path.read_bytes())
+        data[96:4096] = bytes(4000)
+        path.write_bytes(bytes(data))
+    else:
+        with h5py.File(path, "r+") as h5:
+            if damage == "rig_config":
+                h5.attrs["rig_config"] = 3.5
+            else:
+                h5.create_group("results").attrs["verdict"] = "PASS"
+    with pytest.raises(R.RecordingError), R.Recording(path) as rec, R.damage_reported(path):
+        assert isinstance(rec.rig_config, dict)
+        rec.results()
+        for i in rec.roi_ids():
+            rec.roi(i).verified_raw()
+    assert not R.verify_recording(path).ok
