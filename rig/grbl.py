@@ -271,10 +271,7 @@ class GrblStage(Stage):
             line = gp.cmd_move(x, y, feed_mm_min=v * 60.0)
             sent = time.monotonic()
             ticket = self._send(line, sent + self.settings.command_timeout_s + move_t)
-            self._queue.append(_QueuedMove(ticket, (x, y), move_t, line))
-            self._arrival = max(sent, self._arrival) + gp.trapezoid_time(dist, v,
-                                                                         self._eff_accel)
-            self._target = (x, y)
+            self._track(_QueuedMove(ticket, (x, y), move_t, line), sent, dist, v)
             if wait:
                 self.wait_idle(timeout)
 
@@ -314,13 +311,18 @@ class GrblStage(Stage):
                         "or scan to finish", port=self.port) from None
                 raise
             dist = math.hypot(dx, dy)
-            self._queue.append(_QueuedMove(ticket, (x, y), gp.move_timeout(
+            self._track(_QueuedMove(ticket, (x, y), gp.move_timeout(
                 dist, v, self._eff_accel, factor=self.settings.move_timeout_factor,
-                margin_s=self.settings.move_timeout_margin_s), line))
-            self._arrival = max(sent, self._arrival) + gp.trapezoid_time(dist, v,
-                                                                         self._eff_accel)
-            self._target = (x, y)
-            return self._target
+                margin_s=self.settings.move_timeout_margin_s), line), sent, dist, v)
+            return (x, y)
+
+    def _track(self, move: _QueuedMove, sent: float, dist: float, speed: float) -> None:
+        """A move or jog GRBL has (or will have) in its planner: waited for by `wait_idle`,
+        its computed end lining up the arrival polls."""
+        self._queue.append(move)
+        self._arrival = max(sent, self._arrival) + gp.trapezoid_time(dist, speed,
+                                                                     self._eff_accel)
+        self._target = move.target
 
     def jog_cancel(self) -> tuple[float, float]:
         """Stop a jog where it is: 0x85 (decelerate, flush queued jogs), wait until the
