@@ -59,3 +59,15 @@ class ProtocolError(DeviceError):
 
 class DeviceAlarm(DeviceError):
     """The device reported an alarm or fault state and refuses to continue."""
+
+
+def describe_validation_error(error: dict, root: str = "(file)", unknown_hint: str = "",
+                              max_value_chars: int | None = None) -> str:
+    """One line for one pydantic error (an ErrorDetails dict): the key, the bad value, why."""
+    key = ".".join(str(p) for p in error["loc"]) or root
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key{unknown_hint}"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    value = repr(error.get("input"))
+    return f"{key} = {value[:max_value_chars] if max_value_chars else value}: {error['msg']}"

@@ -9,13 +9,14 @@ The bounds are generous: ten times the paper's sizes, never a size no machine co
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from errors import ModelError
+from errors import ModelError, describe_validation_error
 
 
 class ModelLoadError(ModelError):
@@ -199,21 +200,13 @@ class ClassifierCard(_Strict):
         return self
 
 
-def _describe(error: Any) -> str:  # pydantic ErrorDetails
-    key = ".".join(str(p) for p in error["loc"]) or "(card)"
-    if error["type"] == "extra_forbidden":
-        return f"{key}: unknown key"
-    if error["type"] == "missing":
-        return f"{key}: required key is missing"
-    return f"{key} = {error.get('input')!r:.80}: {error['msg']}"
-
-
 def card_problems(schema: type[BaseModel], data: Any) -> list[str]:
     """Every problem of `data` against `schema`, one line each (empty when it is valid)."""
     try:
         schema.model_validate(data)
     except ValidationError as exc:
-        return [_describe(e) for e in exc.errors()]
+        return [describe_validation_error(dict(e), root="(card)", max_value_chars=80)
+                for e in exc.errors()]
     return []
 
 
@@ -223,3 +216,24 @@ def check_card(schema: type[BaseModel], data: Any, source: Path) -> None:
     if problems:
         raise ModelLoadError(f"{source}: the model card is not valid:\n  " + "\n  ".join(problems)
                              + "\nfix those keys, or use the card exported with these weights")
+
+
+def parse_card(text: str, source: Path, schema: type[BaseModel], *, what: str, fmt: str,
+               version_key: str, newest: int) -> dict[str, Any]:
+    """A card's JSON as a dict that `schema` accepts: its format, its version (newer than this
+    software reads means upgrade) and every key checked; ModelLoadError says what is wrong."""
+    try:
+        card = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{source}: model card is not valid JSON ({exc}); restore it "
+                             "from the export that produced the weights") from None
+    if not isinstance(card, dict) or card.get("format") != fmt:
+        raise ModelLoadError(f"{source}: not a {what} (format="
+                             f"{card.get('format') if isinstance(card, dict) else None!r}, "
+                             f"expected {fmt!r})")
+    version = card.get(version_key, newest)
+    if isinstance(version, int) and version > newest:
+        raise ModelLoadError(f"{source}: {version_key} {version} is newer than this software "
+                             f"reads ({newest}); upgrade the software")
+    check_card(schema, card, source)
+    return card

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inference.cards import DetectorCard, ModelLoadError, check_card, read_card_text
+from inference.cards import DetectorCard, ModelLoadError, parse_card, read_card_text
 from inference.model import NestedUNet, UNetConfig
 from inference.postprocess import Detection, PostprocessParams, postprocess
 from inference.preprocess import RawScaling
@@ -81,20 +81,8 @@ class ModelCard:
 
     @classmethod
     def from_json(cls, text: str, source: Path) -> ModelCard:
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ModelLoadError(f"{source}: model card is not valid JSON ({exc}); restore it "
-                                 "from the export that produced the weights") from None
-        if not isinstance(d, dict) or d.get("format") != CARD_FORMAT:
-            raise ModelLoadError(f"{source}: not a detector model card (format="
-                                 f"{d.get('format') if isinstance(d, dict) else None!r}, "
-                                 f"expected {CARD_FORMAT!r})")
-        version = d.get("card_version", CARD_VERSION)
-        if isinstance(version, int) and version > CARD_VERSION:
-            raise ModelLoadError(f"{source}: card_version {d['card_version']} is newer than "
-                                 f"this software reads ({CARD_VERSION}); upgrade the software")
-        check_card(DetectorCard, d, source)
+        d = parse_card(text, source, DetectorCard, what="detector model card", fmt=CARD_FORMAT,
+                       version_key="card_version", newest=CARD_VERSION)
         return cls(**{k: v for k, v in d.items() if v is not None})
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from errors import ConfigError
+from errors import ConfigError, describe_validation_error
 
 BUNDLED_PROFILES = ("sim", "fast")
 
@@ -194,21 +194,13 @@ class StationConfig(_Section):
         return self.model_dump(mode="json")
 
 
-def _describe(error: Any) -> str:  # pydantic ErrorDetails
-    key = ".".join(str(p) for p in error["loc"]) or "(file)"
-    if error["type"] == "extra_forbidden":
-        return f"{key}: unknown key (check the spelling against the bundled sim profile)"
-    if error["type"] == "missing":
-        return f"{key}: required key is missing"
-    value = error.get("input")
-    return f"{key} = {value!r}: {error['msg']}"
-
-
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> StationConfig:
     try:
         return StationConfig.model_validate({**data, "source": source})
     except ValidationError as exc:
-        problems = "\n  ".join(_describe(e) for e in exc.errors())
+        problems = "\n  ".join(describe_validation_error(
+            dict(e), unknown_hint=" (check the spelling against the bundled sim profile)")
+            for e in exc.errors())
         raise ConfigError(f"invalid station config {source}:\n  {problems}") from None
 
 

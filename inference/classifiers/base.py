@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from errors import ConfigError
-from inference.cards import ClassifierCard, ModelLoadError, check_card, read_card_text
+from inference.cards import ClassifierCard, ModelLoadError, parse_card, read_card_text
 
 CARD_FORMAT = "darkfield-crop-classifier"
 CARD_VERSION = 1
@@ -296,29 +296,17 @@ def read_card(path: str | Path) -> dict[str, Any]:
         raise ModelLoadError(f"{p}: no such classifier file; pass the .safetensors written by "
                              "`main.py classifier train`")
     card_path = p.with_suffix(".json")
-    try:
-        if card_path.exists():
-            source, text = card_path, read_card_text(card_path)
-        else:
+    if card_path.exists():
+        source, text = card_path, read_card_text(card_path)
+    else:
+        try:
             with safe_open(str(p), "pt") as f:
                 source, text = p, (f.metadata() or {}).get("card", "")
-        card = json.loads(text)
-    except (SafetensorError, OSError) as exc:
-        raise ModelLoadError(f"{p}: not a readable safetensors file ({exc}); copy it again "
-                             "from the training output") from None
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{source}: the classifier card is not valid JSON ({exc}); "
-                             "restore it from the training output") from None
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
-        raise ModelLoadError(f"{source}: not a crop-classifier card (format "
-                             f"{card.get('format') if isinstance(card, dict) else None!r}, "
-                             f"expected {CARD_FORMAT!r})")
-    version = card.get("version", CARD_VERSION)
-    if isinstance(version, int) and version > CARD_VERSION:
-        raise ModelLoadError(f"{source}: card version {version} is newer than this software "
-                             f"reads ({CARD_VERSION}); upgrade the software")
-    check_card(ClassifierCard, card, source)
-    return card
+        except (SafetensorError, OSError) as exc:
+            raise ModelLoadError(f"{p}: not a readable safetensors file ({exc}); copy it again "
+                                 "from the training output") from None
+    return parse_card(text, source, ClassifierCard, what="crop-classifier card",
+                      fmt=CARD_FORMAT, version_key="version", newest=CARD_VERSION)
 
 
 def load_classifier(path: str | Path) -> CropClassifier:
