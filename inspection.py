@@ -25,7 +25,7 @@ from recordings import DetectedObject, RecordingError, RecordingWriter, check_sa
 from rig.config import StationConfig
 from rig.interfaces import Rig
 from rig.layout import RoiGeometry
-from rig.scan import RoiCaptured, ScanEvent, ScanFinished, ScanPlan, ScanRunner
+from rig.scan import RoiCaptured, ScanError, ScanEvent, ScanFinished, ScanPlan, ScanRunner
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,11 @@ class InspectionRun:
         consumer = threading.Thread(target=consume, name=f"record-{self.sample_id}", daemon=True)
         consumer.start()
 
+        scan_error: list[BaseException] = []
+
         def on_scan_event(event: ScanEvent) -> None:
+            if isinstance(event, ScanError):
+                scan_error.append(event.error)
             if isinstance(event, RoiCaptured):
                 timings["move"] += event.move_s
                 timings["acquire"] += event.acquire_s
@@ -213,7 +217,7 @@ class InspectionRun:
 
         error = str(consumer_error[0]) if consumer_error else ""
         if not error and finished.failed:
-            error = "device error during the scan (see log)"
+            error = str(scan_error[0]) if scan_error else "device error during the scan (see log)"
         complete = not (finished.aborted or finished.failed or consumer_error)
         result_kwargs: dict[str, Any] = {}
         try:  # whatever happens below, what was recorded stays closed and readable

@@ -21,6 +21,7 @@ from inspection import RoiDetected, RoiRecorded, SampleResult
 from recordings import DetectedObject
 from rig.layout import RoiGeometry
 from rig.scan import (
+    DeviceReconnected,
     FrameCaptured,
     RoiCaptured,
     RoiRetake,
@@ -259,6 +260,10 @@ class StationView:
                              "paused at a safe point: Resume continues, Abort stops"
                              if ev.paused else "")
             self._progress(u, self.progress.done, "paused" if ev.paused else "resumed")
+        elif isinstance(ev, DeviceReconnected):
+            key = {"camera": "camera", "stage": "stage"}.get(ev.device, "lights")
+            u.status[key] = (f"{ev.device} lost during RoI {ev.roi.index:02d} and reconnected "
+                             f"after {ev.downtime_s:.1f} s")
         elif isinstance(ev, RoiRetake):
             u.status["camera"] = (f"RoI {ev.roi.index:02d}: {plain_error(ev.error).headline} "
                                   f"Taking its stack again (retake {ev.attempt}).")

@@ -26,7 +26,7 @@ import torch
 from inference.cards import DetectorCard, ModelLoadError, parse_card, read_card_text
 from inference.model import NestedUNet, UNetConfig
 from inference.postprocess import Detection, PostprocessParams, postprocess
-from inference.preprocess import RawScaling
+from inference.preprocess import SPACE_TO_DEPTH_Q, RawScaling
 from inference.tiling import PAPER_TILE_PX, TilingParams, predict_tiled
 from recordings import DetectedObject, DetectionResults, verdict_of
 
@@ -345,9 +345,9 @@ class Detector:
 
         sha = self.card.weights_sha256
         if engine == "auto":  # ranked on one tile of at most the card's size: quick to time,
-            half = min(self.tiling.tile, PAPER_TILE_PX) // 2  # and the ranking carries over
-            net, choice = choose_engine(self.model, sha, (1, self.model.config.in_channels,
-                                                          half, half), threads)
+            side = min(self.tiling.tile, PAPER_TILE_PX)  # and the ranking carries over
+            states = self.model.config.in_channels // SPACE_TO_DEPTH_Q ** 2
+            net, choice = choose_engine(self.model, sha, (1, states, side, side), threads)
         else:
             net = build_engine(engine, self.model, sha, threads)
         self._net = net

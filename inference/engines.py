@@ -7,6 +7,9 @@ ELU and pick their own kernels (bench/bench_detector_engines.py has the figures)
 computes the same tiles with the same stitching (inference.tiling), so they agree to float
 rounding; `choose_engine` checks that on a real batch before it uses one.
 
+- The exported graph takes the RAW int16 stack with the black level and gain as inputs: the
+  scaling, clipping and space-to-depth are its first nodes, so the runtime fuses them with the
+  first convolution's layout change and the frame is never expanded to float in Python.
 - The network is exported to ONNX once per model (keyed by its weights' SHA-256) into the
   engine cache (`DARKFIELD_CACHE_DIR`, default ~/.cache/darkfield-station). A sidecar records
   the weights hash and the ONNX file's own hash; a file that does not match either is rebuilt,
@@ -39,14 +42,17 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from errors import ModelError
+from inference.preprocess import SPACE_TO_DEPTH_Q, RawScaling
+from inference.tiling import network_input
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("torch", "onnxruntime", "openvino")
 ONNX_OPSET = 17
-ARTEFACT_FORMAT = 1  # bump when the export changes: old artefacts are rebuilt
+ARTEFACT_FORMAT = 2  # bump when the export changes: old artefacts are rebuilt
 EQUAL_MAX_ABS = 1e-3  # fp32 engines must agree with PyTorch to this (network output units)
 BF16_MAX_DP = 0.02  # reduced precision: max |p_fp32 - p| allowed (issue's equivalence bound)
 TIMED_RUNS = 2
@@ -105,15 +111,18 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 # -- the exported artefact -----------------------------------------------------------------------
-class _Finest(torch.nn.Module):
-    """The network's finest output only: the other heads are training aids."""
+class _RawToFinest(torch.nn.Module):
+    """RAW int16 (N, S, H, W) -> the network's finest output (the other heads are training
+    aids), with the scaling of inference.preprocess.normalize_raw and F.pixel_unshuffle."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)[0]
+    def forward(self, raw: torch.Tensor, black: torch.Tensor, gain: torch.Tensor
+                ) -> torch.Tensor:
+        x = ((raw.to(torch.float32) - black) * gain).clamp(0.0, 1.0)
+        return self.model(F.pixel_unshuffle(x, SPACE_TO_DEPTH_Q))[0]
 
 
 def onnx_artefact(model: torch.nn.Module, weights_sha256: str,
@@ -149,16 +158,17 @@ def _export(model: torch.nn.Module, path: Path) -> None:
     import io
     import warnings
 
-    net = _Finest(model).eval().to("cpu", memory_format=torch.contiguous_format)
-    x = torch.zeros(1, int(model.config.in_channels), 128, 128)
+    net = _RawToFinest(model).eval().to("cpu", memory_format=torch.contiguous_format)
+    states = int(model.config.in_channels) // SPACE_TO_DEPTH_Q ** 2
+    args = (torch.zeros(1, states, 256, 256, dtype=torch.int16), torch.ones(1), torch.ones(1))
     buf = io.BytesIO()
-    axes = {0: "n", 2: "h", 3: "w"}
     try:
         with warnings.catch_warnings(), torch.inference_mode(False):
             warnings.simplefilter("ignore")  # the tracer warns about the shape check only
-            torch.onnx.export(net, (x,), buf, input_names=["x"], output_names=["y"],
-                              dynamic_axes={"x": axes, "y": axes}, opset_version=ONNX_OPSET,
-                              dynamo=False)
+            torch.onnx.export(net, args, buf, input_names=["raw", "black", "gain"],
+                              output_names=["y"], opset_version=ONNX_OPSET, dynamo=False,
+                              dynamic_axes={"raw": {0: "n", 2: "h", 3: "w"},
+                                            "y": {0: "n", 2: "h2", 3: "w2"}})
     except Exception as exc:
         raise ModelError(f"could not export the detector to ONNX ({exc}); use "
                          "[detector] engine = \"torch\"") from exc
@@ -167,12 +177,13 @@ def _export(model: torch.nn.Module, path: Path) -> None:
 
 # -- engines -----------------------------------------------------------------------------------
 class TorchEngine:
-    """PyTorch eager, channels-last (the reference path)."""
+    """PyTorch eager, channels-last (the reference path): takes the network input."""
 
     name = "torch"
     precision = "fp32"
     channels_last = True
     fixed_batch = False
+    takes_raw = False
 
     def __init__(self, model: torch.nn.Module, threads: int | None = None):
         self.model = model.to(memory_format=torch.channels_last).eval()
@@ -184,11 +195,20 @@ class TorchEngine:
             return self.model(x)[0]
 
 
+def _graph_inputs(raw: torch.Tensor, scaling: RawScaling) -> dict[str, np.ndarray]:
+    return {"raw": np.ascontiguousarray(raw.numpy()),
+            "black": np.array([scaling.black_level], np.float32),
+            "gain": np.array([scaling.gain], np.float32)}
+
+
 class OnnxRuntimeEngine:
+    """ONNX Runtime on the CPU: takes RAW int16 tiles and the scaling."""
+
     name = "onnxruntime"
     precision = "fp32"
     channels_last = False
     fixed_batch = False
+    takes_raw = True
 
     def __init__(self, onnx_path: Path, threads: int | None = None):
         import onnxruntime as ort
@@ -204,18 +224,18 @@ class OnnxRuntimeEngine:
             raise ModelError(f"ONNX Runtime cannot load {onnx_path} ({exc}); delete it to "
                              "rebuild it, or use [detector] engine = \"torch\"") from exc
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.session.run(None, {"x": np.ascontiguousarray(x.numpy())})[0]
-        return torch.from_numpy(y)
+    def __call__(self, raw: torch.Tensor, scaling: RawScaling) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, _graph_inputs(raw, scaling))[0])
 
 
 class OpenVinoEngine:
     """OpenVINO on the CPU, compiled once per input shape (tiles have one shape per frame
-    size, and `fixed_batch` pads the last batch to it)."""
+    size, and `fixed_batch` pads the last batch to it); takes RAW int16 tiles and the scaling."""
 
     name = "openvino"
     channels_last = False
     fixed_batch = True
+    takes_raw = True
 
     def __init__(self, onnx_path: Path, threads: int | None = None, precision: str = "fp32"):
         import openvino as ov
@@ -238,15 +258,15 @@ class OpenVinoEngine:
         req = self._requests.get(shape)
         if req is None:
             model = self._model.clone()
-            model.reshape({"x": list(shape)})
+            model.reshape({"raw": list(shape), "black": [1], "gain": [1]})
             req = self._core.compile_model(model, "CPU", self._config).create_infer_request()
             self._requests[shape] = req
         return req
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        arr = np.ascontiguousarray(x.numpy())
-        req = self._request(tuple(arr.shape))
-        req.infer({0: arr})
+    def __call__(self, raw: torch.Tensor, scaling: RawScaling) -> torch.Tensor:
+        inputs = _graph_inputs(raw, scaling)
+        req = self._request(tuple(inputs["raw"].shape))
+        req.infer(inputs)
         return torch.from_numpy(req.get_output_tensor(0).data.copy())
 
 
@@ -290,35 +310,48 @@ def _candidates() -> list[tuple[str, str]]:
     return out
 
 
-def _timed(engine: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
-           ) -> tuple[float, torch.Tensor]:
-    y = engine(x)  # warm-up: compilation, kernel selection
+def _timed(engine: Callable[..., torch.Tensor], *args: Any) -> tuple[float, torch.Tensor]:
+    y = engine(*args)  # warm-up: compilation, kernel selection
     best = float("inf")
     for _ in range(TIMED_RUNS):
         t0 = time.perf_counter()
-        y = engine(x)
+        y = engine(*args)
         best = min(best, time.perf_counter() - t0)
     return best, y
 
 
-def choose_engine(model: torch.nn.Module, weights_sha256: str, batch_shape: Sequence[int],
+def check_batch(shape: Sequence[int], seed: int = 0) -> torch.Tensor:
+    """RAW int16 (N, S, H, W) for choosing an engine: dark-field-like DN (mostly near the
+    black level, some bright structure up to saturation), reproducible."""
+    rng = np.random.default_rng(seed)
+    dark = rng.normal(RawScaling().black_level + 4.0, 4.0, size=tuple(shape))
+    bright = rng.random(tuple(shape)) < 0.01
+    raw = np.where(bright, rng.uniform(100, 4095, size=tuple(shape)), dark)
+    return torch.from_numpy(np.clip(np.rint(raw), 0, 4095).astype(np.int16))
+
+
+def choose_engine(model: torch.nn.Module, weights_sha256: str, raw_shape: Sequence[int],
                   threads: int | None = None, sample: torch.Tensor | None = None
                   ) -> tuple[Engine, EngineChoice]:
-    """The fastest engine here whose output matches PyTorch's on a batch of `batch_shape`.
+    """The fastest engine here whose output matches PyTorch's on a RAW batch of `raw_shape`
+    (N, states, H, W), scaled with the default RawScaling.
 
-    `sample`: a real input batch of that shape for the check (default: uniform noise).
+    `sample`: a real RAW int16 batch of that shape for the check (default: `check_batch`).
     """
-    shape = tuple(int(v) for v in batch_shape)
+    shape = tuple(int(v) for v in raw_shape)
     key = json.dumps({"weights": weights_sha256, "shape": shape, "threads": threads,
                       "cpu": platform.processor() or platform.machine(), "flags": instruction_set(),
-                      "engines": _candidates(), "torch": torch.__version__}, sort_keys=True)
+                      "engines": _candidates(), "torch": torch.__version__,
+                      "format": ARTEFACT_FORMAT}, sort_keys=True)
     record = cache_dir() / f"engine-choice-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         saved = json.loads(record.read_text())
         engine = build_engine(saved["name"], model, weights_sha256, threads, saved["precision"])
         return engine, EngineChoice(saved["name"], saved["precision"],
                                     dict(saved["seconds_per_batch"]), measured=False)
-    x = sample if sample is not None else torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    raw = sample if sample is not None else check_batch(shape)
+    scaling = RawScaling()
+    x = torch.stack([network_input(r.numpy(), scaling) for r in raw])
     reference = TorchEngine(model, threads)
     t_ref, y_ref = _timed(reference, x.contiguous(memory_format=torch.channels_last))
     timings = {"torch/fp32": t_ref}
@@ -328,7 +361,7 @@ def choose_engine(model: torch.nn.Module, weights_sha256: str, batch_shape: Sequ
             continue
         try:
             engine = build_engine(name, model, weights_sha256, threads, precision)
-            t, y = _timed(engine, x.contiguous())
+            t, y = _timed(engine, raw, scaling)
         except Exception as exc:  # a runtime that fails here is simply not chosen
             log.warning("engine %s %s unusable here: %s", name, precision, exc)
             continue

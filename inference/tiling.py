@@ -14,6 +14,8 @@ that size overlapping by at least 256 px, run in batches, and stitched.
   half of each overlap and are 0 on its outer quarters, so neither mode uses the outputs next
   to an inner tile edge, where zero padding makes them differ from a whole-frame pass.)
 - Whole stack is uploaded once as int16 (12-bit values fit), tiles are views on the device.
+- An engine that `takes_raw` (the exported ONNX graph: scaling and space-to-depth are its first
+  nodes) gets RAW int16 tiles and the scaling; the whole frame is then passed without a copy.
 """
 
 from __future__ import annotations
@@ -150,12 +152,28 @@ def _finest(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, list | tuple) else out
 
 
+INT16_MAX = 32767
+
+
+def raw_int16(stack: np.ndarray) -> np.ndarray:
+    """RAW DN as int16 without a copy where possible (12-bit values fit): a uint16 stack is
+    viewed, and clipped to 32767 first only if it holds larger values (any white level of a
+    12- or 15-bit sensor is below that, so the clipped values scale to 1 just the same)."""
+    stack = np.ascontiguousarray(stack)
+    if stack.dtype == np.int16:
+        return stack
+    if stack.dtype == np.uint16:
+        return (stack if int(stack.max(initial=0)) <= INT16_MAX
+                else np.minimum(stack, INT16_MAX)).view(np.int16)
+    return np.clip(stack, -INT16_MAX - 1, INT16_MAX).astype(np.int16)
+
+
 def network_input(stack: np.ndarray, scaling: RawScaling) -> torch.Tensor:
     """(S, H, W) RAW DN (H, W even) -> (S*4, H/2, W/2) float32 network input, in one pass:
     the same values as `F.pixel_unshuffle(normalize_raw(stack))` (channel 4k + 2i + j is state
     k at Bayer offset (i, j)), without the intermediate full-size float frame."""
     s, h, w = stack.shape
-    src = torch.from_numpy(np.ascontiguousarray(stack).astype(np.int16, copy=False))
+    src = torch.from_numpy(raw_int16(stack))
     src = src.view(s, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3)  # (S, i, j, H/2, W/2)
     x = torch.empty((s, 2, 2, h // 2, w // 2), dtype=torch.float32)
     x.copy_(src)  # 12-bit DN fit int16 exactly
@@ -170,7 +188,8 @@ def predict_tiled(model: ModelFn, stack: np.ndarray, params: TilingParams = Tili
                   fixed_batch: bool = False) -> np.ndarray:
     """Network output at map resolution, (ceil(H/2), ceil(W/2)) float32, for a (6, H, W) stack.
 
-    model: NestedUNet or any callable (N, 24, h, w) -> (N, 1, h, w) or a list, finest first.
+    model: NestedUNet or any callable (N, 24, h, w) -> (N, 1, h, w) or a list, finest first;
+    or, when it `takes_raw`, a callable (raw (N, 6, H, W) int16, scaling) -> (N, 1, H/2, W/2).
     amp_dtype: e.g. torch.bfloat16 for autocast (CUDA); channels_last: NHWC input;
     fixed_batch: pad the last batch to the others' size so a compiled model sees one shape
     per frame size.
@@ -184,9 +203,13 @@ def predict_tiled(model: ModelFn, stack: np.ndarray, params: TilingParams = Tili
     lay = plan_tiles(h, w, params)
     (ph, pw), (th, tw) = lay.padded, lay.tile_hw
     padded = _pad_stack(stack, ph, pw)
+    takes_raw = bool(getattr(model, "takes_raw", False))
+    # RAW for an engine that scales in its graph (q = 2: tiles at full resolution); otherwise
     # the whole frame scaled and space-to-depth'd once, in one pass: tiles are slices of it
-    frame = network_input(padded, scaling).to(device, non_blocking=True)
-    th2, tw2 = th // 2, tw // 2
+    q = 1 if takes_raw else 2
+    frame = (torch.from_numpy(raw_int16(padded)) if takes_raw
+             else network_input(padded, scaling)).to(device, non_blocking=True)
+    th2, tw2 = th // q, tw // q
     out = torch.zeros((ph // 2, pw // 2), dtype=torch.float32, device=device)
     wsum = torch.zeros_like(out) if params.stitch == "blend" else None
     rb = _crop_bounds(lay.rows, th, ph)
@@ -201,8 +224,8 @@ def predict_tiled(model: ModelFn, stack: np.ndarray, params: TilingParams = Tili
             if len(boxes) == 1:
                 x = frame[None]
             else:
-                x = torch.stack([frame[:, lay.rows[i] // 2:lay.rows[i] // 2 + th2,
-                                       lay.cols[j] // 2:lay.cols[j] // 2 + tw2]
+                x = torch.stack([frame[:, lay.rows[i] // q:lay.rows[i] // q + th2,
+                                       lay.cols[j] // q:lay.cols[j] // q + tw2]
                                  for i, j in batch])
             full = min(params.batch_size, len(boxes))  # one shape per frame size, no waste
             if fixed_batch and len(batch) < full:
@@ -210,7 +233,7 @@ def predict_tiled(model: ModelFn, stack: np.ndarray, params: TilingParams = Tili
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
-                y = _finest(model(x))
+                y = _finest(model(x, scaling) if takes_raw else model(x))
             y = y.to(torch.float32)[:, 0]
             for k, (i, j) in enumerate(batch):
                 r0, c0 = lay.rows[i] // 2, lay.cols[j] // 2

@@ -30,13 +30,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from errors import DeviceError, DeviceTimeout
+from errors import ConnectionLost, DeviceError, DeviceTimeout
 
 if TYPE_CHECKING:
     from rig.config import CameraSettings
 
 log = logging.getLogger(__name__)
 
+FeatureValue = bool | int | float | str
 TriggerSource = Literal["hardware", "software", "off"]
 """``hardware``: a pulse on the trigger line (Line1, from the ring light) starts each exposure;
 ``software``: `Camera.trigger` starts it; ``off``: free running (live view only)."""
@@ -49,6 +50,7 @@ DEFAULT_EXPOSURE_US = 20000.0
 DEFAULT_READOUT_S = 0.06
 DEFAULT_TIMEOUT_MARGIN_S = 1.0
 DEFAULT_TRIGGER_LINE = "Line1"
+HEARTBEAT_NODE = "GevHeartbeatTimeout"  # SFNC, ms; pylon keeps it in its transport layer
 
 # Backend name -> "module:Class"; imported only when chosen so nothing else needs the libraries.
 BACKENDS: dict[str, str] = {
@@ -95,8 +97,9 @@ class DroppedFrame(CameraError):
         self.frame = frame
 
 
-class CameraDisconnected(CameraError):
-    """The device went away (cable, power, emulator told to disconnect); reopen to continue."""
+class CameraDisconnected(CameraError, ConnectionLost):
+    """The device went away (cable, power, a transport failure, emulator told to disconnect);
+    the scan reopens it (`Rig.reconnect`) and takes the interrupted RoI again."""
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -152,6 +155,9 @@ class AcquisitionSettings:
     trigger_line: str = DEFAULT_TRIGGER_LINE
     readout_s: float = DEFAULT_READOUT_S
     timeout_margin_s: float = DEFAULT_TIMEOUT_MARGIN_S
+    features: tuple[tuple[str, FeatureValue], ...] = ()
+    """GenICam node = value, written in order after the settings above (transport settings
+    first, then ``[camera.features]``)."""
 
     def __post_init__(self) -> None:
         if self.trigger not in ("hardware", "software", "off"):
@@ -183,7 +189,21 @@ class AcquisitionSettings:
             trigger_line=getattr(cam, "trigger_line", DEFAULT_TRIGGER_LINE),
             readout_s=getattr(cam, "readout_s", DEFAULT_READOUT_S),
             timeout_margin_s=getattr(cam, "frame_timeout_margin_s", DEFAULT_TIMEOUT_MARGIN_S),
+            features=(*transport_features(cam), *dict(getattr(cam, "features", {})).items()),
         )
+
+
+def transport_features(cam: Any) -> list[tuple[str, FeatureValue]]:
+    """The ``[camera]`` transport settings as the SFNC nodes that carry them (unset: none)."""
+    out: list[tuple[str, FeatureValue]] = []
+    for key, node in (("heartbeat_timeout_ms", HEARTBEAT_NODE),
+                      ("packet_size_bytes", "GevSCPSPacketSize"),
+                      ("inter_packet_delay_ticks", "GevSCPD")):
+        if (value := getattr(cam, key, None)) is not None:
+            out.append((node, int(value)))
+    if (limit := getattr(cam, "throughput_limit_bytes_s", None)) is not None:
+        out += [("DeviceLinkThroughputLimitMode", "On"), ("DeviceLinkThroughputLimit", int(limit))]
+    return out
 
 
 @dataclass(frozen=True)
@@ -291,6 +311,11 @@ class Camera(ABC):
     def _retrieve(self, timeout_s: float) -> RawFrame | None:
         """One buffer, or None when nothing arrived within ``timeout_s``."""
 
+    def _write_feature(self, name: str, value: FeatureValue) -> FeatureValue:
+        """Write one GenICam node; return the value the device took. Unknown node:
+        `FeatureNotSupported`; read-only or refused value: `CameraError`."""
+        raise FeatureNotSupported(name, self._who(), "this backend has no node map")
+
     # -- lifecycle ---------------------------------------------------------------------------
     @property
     def is_open(self) -> bool:
@@ -371,7 +396,10 @@ class Camera(ABC):
             if self._armed:
                 raise CameraError(f"{self._who()}: disarm before changing settings")
             self._configured = False
-            self._settings = self._apply(new)
+            applied = self._apply(new)
+            for name, value in new.features:
+                self._write_feature(name, value)
+            self._settings = replace(applied, features=new.features)
             self._configured = True
             log.debug("%s configured: %s", self._who(), self._settings)
             return self._settings

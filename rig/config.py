@@ -37,6 +37,9 @@ class StageSettings(_Section):
 
     controller: Literal["grbl"] = "grbl"
     port: str = "sim"
+    serial_number: str = Field("", description="USB serial number of the adapter; when set, "
+                               "the port is found by it at every (re)open, wherever the adapter "
+                               "re-enumerated (`port` is then only used if it is not found)")
     baudrate: int = Field(115200, gt=0)
     max_speed_mm_s: Positive = 50.0
     acceleration_mm_s2: Positive = 500.0
@@ -63,6 +66,8 @@ class LightSettings(_Section):
     """Ring illuminator: 12 facets, 6 states (facets k and k+6)."""
 
     port: str = "sim"
+    serial_number: str = Field("", description="USB serial number of the board, as for "
+                               "[stage] serial_number")
     baudrate: int = Field(115200, gt=0)
     facet_levels: tuple[int, ...] = Field((255,) * 12, description="PWM 0..255 per facet")
     trigger_pulse_us: int = Field(100, gt=0, le=100_000)
@@ -89,6 +94,20 @@ class CameraSettings(_Section):
     readout_s: float = Field(0.06, ge=0, le=10, description="sensor readout + transfer per "
                              "frame")
     frame_timeout_margin_s: float = Field(1.0, ge=0, le=60)
+    # transport (empty: leave as the camera has it; docs/cameras.md)
+    heartbeat_timeout_ms: int | None = Field(None, ge=500, le=600_000, description="GigE: "
+                                             "how long the camera waits for the host before "
+                                             "it drops the link (GevHeartbeatTimeout)")
+    packet_size_bytes: int | None = Field(None, ge=220, le=16_404, description="GigE: stream "
+                                          "packet size (GevSCPSPacketSize); jumbo frames "
+                                          "need the NIC set to match")
+    inter_packet_delay_ticks: int | None = Field(None, ge=0, le=1_000_000, description="GigE: "
+                                                 "delay between stream packets (GevSCPD)")
+    throughput_limit_bytes_s: int | None = Field(None, gt=0, le=2_000_000_000, description=(
+        "USB3 / GigE: DeviceLinkThroughputLimit, to share a bus or hub"))
+    features: dict[str, bool | int | float | str] = Field(
+        default_factory=dict, description="[camera.features]: any further GenICam node = "
+        "value, written in order after the station's own settings")
 
 
 class SampleSettings(_Section):
@@ -103,6 +122,10 @@ class ScanSettings(_Section):
     min_overlap_px: int = Field(256, ge=0, le=8192)
     pixel_size_mm: Positive = 0.0114
     states: int = Field(6, description="illumination states per RoI; only 6 is supported")
+    reconnect_s: float = Field(30.0, ge=0, le=3600, description="how long a scan waits for a "
+                               "lost device (camera unplugged, USB adapter re-enumerated) to "
+                               "come back, reopening it with back-off; 0 = fail at once")
+    reconnects_per_roi: int = Field(3, ge=0, le=100)
 
     @model_validator(mode="after")
     def _all_six_states(self) -> ScanSettings:

@@ -60,6 +60,7 @@ class GrblSettings:
     """Everything the GRBL driver needs; field names match ``[stage]`` of the station file."""
 
     port: str
+    serial_number: str = ""             # USB adapter's: found again after a re-plug
     baudrate: int = 115200
     max_speed_mm_s: float = 50.0
     acceleration_mm_s2: float = 500.0
@@ -137,6 +138,7 @@ class GrblStage(Stage):
         self._limits = StageLimits.from_ranges(settings.x_limits_mm, settings.y_limits_mm)
         self._link = SerialLink(
             settings.port, settings.baudrate, name="GRBL", factory=serial_factory,
+            serial_number=settings.serial_number,
             errors=LinkErrors(StageConnectionError, StageStateError, StageTimeoutError),
             open_failure="cannot open the GRBL stage port {port!r}: {exc}. Check [stage] port "
                          "in the station config (`main.py devices` lists serial ports) and that "

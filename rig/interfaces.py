@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
+from errors import ConnectionLost
 from rig.camera import Camera, Frame
 from rig.stage import Stage
 
@@ -113,6 +114,7 @@ class Rig(Protocol):
     def acquire_stack(self, states: Sequence[int], exposure_us: float, trigger: str,
                       frame_timeout_s: float, on_frame: Callable[[Frame], None] | None = None,
                       on_exposed: Callable[[], None] | None = None) -> list[Frame]: ...
+    def reconnect(self, lost: ConnectionLost, within_s: float) -> str: ...
     def make_safe(self) -> None: ...
     def close(self) -> None: ...
 

@@ -16,14 +16,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rig.camera import Camera, Frame, open_camera
+from errors import ConnectionLost, DeviceError
+from rig.camera import Camera, CameraError, Frame, open_camera
 from rig.config import StationConfig
 from rig.grbl import GrblSettings, GrblStage
 from rig.interfaces import ManualLoading, RingLight, SampleHolder
 from rig.layout import RoiGeometry, roi_layout
 from rig.ringlight import RingLight as SerialRingLight
-from rig.ringlight import RingLightSettings
-from rig.stage import Stage
+from rig.ringlight import RingLightError, RingLightSettings
+from rig.stage import Stage, StageError
 
 if TYPE_CHECKING:
     from rig.sim.bench import SimulatedBench
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 SIM_PORT = "sim"
 SOFTWARE_LATENCY_S = 0.005  # software trigger -> exposure start, at most (USB/GigE command)
 FRAME_GUARD_S = 0.001  # between one frame's readout end and the next exposure (board-paced)
+RECONNECT_FIRST_WAIT_S = 0.2  # back-off between reopen attempts: doubles up to the maximum
+RECONNECT_MAX_WAIT_S = 2.0
 
 
 def _sleep_until(t: float) -> None:
@@ -58,6 +61,7 @@ class Rig:
         self.samples: SampleHolder = samples if samples is not None else ManualLoading()
         self._on_close = list(on_close)
         self._calibration_id = ""
+        self._led_levels: list[int] | None = None  # the calibration's, restored on reconnect
         self._layout: tuple[RoiGeometry, ...] = roi_layout(cfg)
 
     @property
@@ -78,7 +82,8 @@ class Rig:
                         led_levels: Sequence[int] | None = None) -> None:
         """Use a calibration: its LED levels (if any), its measured RoI layout (if any)."""
         if led_levels is not None:
-            self.light.set_levels(list(led_levels))
+            self._led_levels = list(led_levels)
+            self.light.set_levels(self._led_levels)
         if layout is not None:
             self._layout = tuple(layout)
         self._calibration_id = calibration_id
@@ -161,6 +166,60 @@ class Rig:
             with contextlib.suppress(Exception):
                 self.light.all_off()
         return frames
+
+    def reconnect(self, lost: ConnectionLost, within_s: float) -> str:
+        """Reopen the device `lost` came from, trying again with back-off (0.2 s doubling to
+        2 s) for up to `within_s`: the camera with the settings it had, the stage homed again
+        (a re-plugged board has reset and lost its position), the ring light with its levels.
+        Returns the device's name; raises `ConnectionLost` if it is not back in time."""
+        name, reopen = self._reopener(lost)
+        deadline = time.monotonic() + within_s
+        wait = RECONNECT_FIRST_WAIT_S
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                reopen()
+                log.warning("%s reconnected after %d attempt(s) (%s)", name, tries, lost)
+                return name
+            except DeviceError as exc:
+                if time.monotonic() + wait > deadline:
+                    raise ConnectionLost(
+                        f"the {name} did not come back within {within_s:g} s ({tries} "
+                        f"attempt(s); last: {exc}). Check its cable and power, then resume the "
+                        "sample (`scan --resume FILE`)") from exc
+                log.info("%s not back yet (%s); trying again in %.1f s", name, exc, wait)
+                time.sleep(wait)
+                wait = min(2 * wait, RECONNECT_MAX_WAIT_S)
+
+    def _reopener(self, lost: ConnectionLost) -> tuple[str, Callable[[], None]]:
+        if isinstance(lost, CameraError):
+            settings = self.camera.settings
+
+            def camera() -> None:
+                self.camera.close()
+                self.camera.open()
+                try:
+                    self.camera.configure(settings)
+                except BaseException:
+                    self.camera.close()
+                    raise
+            return "camera", camera
+        if isinstance(lost, StageError):
+            def stage() -> None:
+                self.stage.close()
+                self.stage.open()  # homes when [stage] home_on_open (the default)
+                if not self.cfg.stage.home_on_open:
+                    self.stage.home()
+            return "stage", stage
+        if isinstance(lost, RingLightError):
+            def light() -> None:
+                self.light.close()
+                self.light.open()
+                if self._led_levels is not None:
+                    self.light.set_levels(self._led_levels)
+            return "ring light", light
+        raise lost
 
     def make_safe(self) -> None:
         """Lights off and stage stopped; called on abort or error. Never raises."""

@@ -84,6 +84,7 @@ class RingLightSettings:
     """Field names match ``[light]`` of the station file where they exist."""
 
     port: str
+    serial_number: str = ""               # USB adapter's: found again after a re-plug
     baudrate: int = rp.BAUDRATE
     facet_levels: tuple[int, ...] = (rp.DEFAULT_LEVEL,) * rp.NUM_FACETS
     settle_us: int = rp.DEFAULT_SETTLE_US
@@ -133,6 +134,7 @@ class RingLight:
         self.settings = settings
         self._link = SerialLink(
             settings.port, settings.baudrate, name="the ring light", factory=serial_factory,
+            serial_number=settings.serial_number,
             errors=LinkErrors(RingLightConnectionError, RingLightStateError,
                               RingLightTimeoutError),
             open_failure="cannot open the ring-light port {port!r}: {exc}. Check [light] port "

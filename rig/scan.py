@@ -7,6 +7,7 @@ between frames); on abort or error the lights go off and the stage stops.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from errors import ConnectionLost, DeviceError
 from rig.camera import DroppedFrame, Frame, FrameTimeout
 from rig.config import StationConfig
 from rig.layout import RoiGeometry, roi_layout
@@ -43,6 +45,9 @@ class ScanPlan:
     frame_timeout_s: float = 2.0
     retakes: int = 1
     """How often a RoI whose stack lost a frame (dropped, or late) is taken again."""
+    reconnect_s: float = 30.0
+    """How long a lost device (camera, stage or light port) may take to come back."""
+    reconnects_per_roi: int = 3
 
     @property
     def azimuths_deg(self) -> tuple[float, ...]:
@@ -71,6 +76,8 @@ class ScanPlan:
             settle_s=cfg.stage.settle_s,
             pixel_size_mm=cfg.scan.pixel_size_mm,
             frame_timeout_s=cam.exposure_us * 1e-6 + cam.readout_s + cam.frame_timeout_margin_s,
+            reconnect_s=cfg.scan.reconnect_s,
+            reconnects_per_roi=cfg.scan.reconnects_per_roi,
         )
 
 
@@ -111,6 +118,16 @@ class RoiRetake:
 
 
 @dataclass(frozen=True)
+class DeviceReconnected:
+    """A device was lost during this RoI and is back (reopened); the RoI is taken again."""
+
+    roi: RoiGeometry
+    device: str  # "camera", "stage" or "ring light"
+    error: Exception
+    downtime_s: float
+
+
+@dataclass(frozen=True)
 class ScanPaused:
     paused: bool
 
@@ -129,8 +146,8 @@ class ScanFinished:
     elapsed_s: float
 
 
-ScanEvent = (RoiStarted | FrameCaptured | RoiCaptured | RoiRetake | ScanPaused | ScanError
-             | ScanFinished)
+ScanEvent = (RoiStarted | FrameCaptured | RoiCaptured | RoiRetake | DeviceReconnected
+             | ScanPaused | ScanError | ScanFinished)
 Subscriber = Callable[[ScanEvent], None]
 
 
@@ -241,28 +258,45 @@ class ScanRunner:
             if self._abort.is_set():
                 raise ScanAborted
 
-        for attempt in range(plan.retakes + 1):
+        retakes = reconnects = 0
+        while True:
             t0 = time.monotonic()
-            if moving:
-                self.rig.wait_moved()
-            else:  # its timeout follows from distance, speed and acceleration
-                self.rig.move_to(roi.stage_xy_mm)
-            time.sleep(plan.settle_s)  # the only settle: the stage driver does not add one
-            t1 = time.monotonic()
-            self._safe_point()
             started.clear()
             taken.clear()
             try:
+                if moving:
+                    self.rig.wait_moved()
+                else:  # its timeout follows from distance, speed and acceleration
+                    self.rig.move_to(roi.stage_xy_mm)
+                time.sleep(plan.settle_s)  # the only settle: the stage driver does not add one
+                t1 = time.monotonic()
+                self._safe_point()
                 frames = self.rig.acquire_stack(plan.states, plan.exposure_us, plan.trigger,
                                                 plan.frame_timeout_s, on_frame=on_frame,
                                                 on_exposed=on_exposed)
             except (DroppedFrame, FrameTimeout) as exc:
-                if attempt == plan.retakes:
+                if retakes == plan.retakes:
                     raise
+                retakes += 1
                 log.warning("RoI %02d: %s; taking it again", roi.index, exc)
-                self._emit(RoiRetake(roi, attempt + 1, exc))
+                self._emit(RoiRetake(roi, retakes + reconnects, exc))
                 if started:  # on its way to the next RoI: let it arrive, then come back
                     self.rig.wait_moved()
+                moving = False
+                continue
+            except ConnectionLost as exc:
+                if reconnects >= plan.reconnects_per_roi or plan.reconnect_s <= 0:
+                    raise
+                reconnects += 1
+                lost_at = time.monotonic()
+                log.warning("RoI %02d: %s; reconnecting (up to %g s)", roi.index, exc,
+                            plan.reconnect_s)
+                if moving or started:  # a move under way ends by itself; let it, if it can
+                    with contextlib.suppress(DeviceError):
+                        self.rig.wait_moved()
+                device = self.rig.reconnect(exc, plan.reconnect_s)
+                self._emit(DeviceReconnected(roi, device, exc, time.monotonic() - lost_at))
+                self._emit(RoiRetake(roi, retakes + reconnects, exc))
                 moving = False
                 continue
             stack = np.stack([f.image for f in frames])
@@ -273,4 +307,3 @@ class ScanRunner:
                 move_s=t1 - t0, acquire_s=time.monotonic() - t1,
             ))
             return bool(started)
-        raise AssertionError("unreachable")

@@ -5,13 +5,18 @@ not a serial port); the link knows nothing of their protocols. Its errors are th
 exception types (`LinkErrors`), so callers keep catching `StageError` / `RingLightError`.
 Once a read or write fails the link is *lost*: every later call raises until the owner
 closes and opens it again. pyserial is imported here and in the modules that wrap it only.
+
+A USB serial adapter that is unplugged and plugged back may come back as another
+``/dev/ttyUSBn``. With a ``serial_number`` the link finds it again by the adapter's USB serial
+number at every open (pyserial's `list_ports`); the alternative is a stable udev name such as
+``/dev/serial/by-id/usb-FTDI_..._A50285BI-if00-port0`` as the port (docs/grbl-stage.md).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,11 +35,27 @@ class LinkErrors:
     timeout: Callable[..., Exception]  # a write that the device does not take
 
 
+def port_for_serial_number(serial_number: str, ports: Iterable[Any] | None = None
+                           ) -> str | None:
+    """The device path of the USB serial adapter with this serial number, or None.
+    `ports`: what pyserial's `list_ports.comports()` reports (objects with ``device`` and
+    ``serial_number``; the default asks the OS now)."""
+    if ports is None:
+        from serial.tools import list_ports
+
+        ports = list_ports.comports()
+    found = [p.device for p in ports if (p.serial_number or "") == serial_number]
+    return sorted(found)[0] if found else None
+
+
 class SerialLink:
     def __init__(self, port: str, baudrate: int, *, name: str, errors: LinkErrors,
-                 open_failure: str, factory: Callable[..., Any] | None = None) -> None:
+                 open_failure: str, factory: Callable[..., Any] | None = None,
+                 serial_number: str = "") -> None:
         """`name`: the device in messages ("GRBL"); `open_failure`: the message when the port
-        cannot be opened, formatted with ``port`` and ``exc``, naming the config key to fix."""
+        cannot be opened, formatted with ``port`` and ``exc``, naming the config key to fix;
+        `serial_number`: find the port by the adapter's USB serial number at each open."""
+        self.configured_port, self.serial_number = port, serial_number
         self.port, self.baudrate = port, baudrate
         self.name, self.errors, self.open_failure = name, errors, open_failure
         self._factory = factory
@@ -52,6 +73,14 @@ class SerialLink:
             import serial
 
             factory = serial.serial_for_url
+        if self.serial_number:
+            found = port_for_serial_number(self.serial_number)
+            if found is None and not self.configured_port:
+                raise self.errors.connection(
+                    f"no USB serial adapter with serial number {self.serial_number!r} for "
+                    f"{self.name}: check the cable (`main.py devices` lists ports and their "
+                    "serial numbers)", port=self.serial_number)
+            self.port = found or self.configured_port
         try:
             self._ser = factory(self.port, baudrate=self.baudrate, timeout=READ_SLICE_S,
                                 write_timeout=WRITE_TIMEOUT_S)

@@ -107,3 +107,13 @@ def test_listing_while_open_keeps_the_camera_and_busy_device_is_an_error(cam):
     assert cam.grab().frame_id == first + 1
     with pytest.raises(CameraError, match="already in use"):
         GenicamCamera(serial="1", cti=VIKY).open()
+
+
+def test_features_table_writes_nodes_and_names_bad_ones(cam):
+    cam.configure(VIKY_OK, features=(("BouncingBallSize", 20), ("AcquisitionFrameRate", 30.0)))
+    assert cam._node("BouncingBallSize").value == 20
+    assert cam.settings.features == (("BouncingBallSize", 20), ("AcquisitionFrameRate", 30.0))
+    with pytest.raises(FeatureNotSupported, match="Nope: no such node"):
+        cam.configure(features=(("Nope", 1),))
+    with pytest.raises(CameraError, match="PayloadSize is read-only"):
+        cam.configure(features=(("PayloadSize", 5),))

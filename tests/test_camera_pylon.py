@@ -180,3 +180,76 @@ def test_open_camera_from_config_and_not_found():
     bad = parse_config({"camera": {"backend": "pylon", "serial": "12345678"}})
     with pytest.raises(CameraNotFound, match="no pylon camera with serial 12345678"):
         open_camera(bad.camera)
+
+
+def test_transport_settings_and_features_reach_the_node_map():
+    cfg = parse_config({"camera": {
+        "backend": "pylon", "serial": EMU_SERIAL, "width": 96, "height": 64,
+        "trigger": "software", "packet_size_bytes": 1500, "throughput_limit_bytes_s": 90_000_000,
+        "features": {"BlackLevel": 32.0, "TestImageSelector": "Testimage2"}}})
+    cam = open_camera(cfg.camera)
+    try:
+        nm = cam._cam.GetNodeMap()
+        assert nm.GetNode("GevSCPSPacketSize").GetValue() == 1500
+        assert nm.GetNode("DeviceLinkThroughputLimitMode").ToString() == "On"
+        assert nm.GetNode("DeviceLinkThroughputLimit").GetValue() == 90_000_000
+        assert nm.GetNode("BlackLevel").GetValue() == 32.0
+        assert nm.GetNode("TestImageSelector").ToString() == "Testimage2"
+        with pytest.raises(FeatureNotSupported, match="NoSuchNode.*no such node"):
+            cam.configure(features=(("NoSuchNode", 1),))
+        with pytest.raises(CameraError, match="DeviceModelName is read-only"):
+            cam.configure(features=(("DeviceModelName", "x"),))
+        with pytest.raises(CameraError, match="BlackLevel = 'dark' failed"):
+            cam.configure(features=(("BlackLevel", "dark"),))
+        # the emulator is no GigE device: a heartbeat setting is refused by name
+        with pytest.raises(FeatureNotSupported, match="GevHeartbeatTimeout"):
+            cam.configure(features=(("GevHeartbeatTimeout", 3000),))
+    finally:
+        cam.close()
+
+
+def test_stream_failure_is_a_lost_link_and_a_reopen_recovers(cam):
+    from rig.camera import CameraDisconnected
+
+    cam.configure(AcquisitionSettings(trigger="software", **SMALL))
+    cam.arm()
+    cam.impose_stream_error("link down")
+    with pytest.raises(CameraDisconnected, match="frame stream failed.*link down"):
+        cam.grab_sequence(1)
+    settings = cam.settings
+    cam.close()
+    cam.open()
+    cam.configure(settings)
+    cam.arm()
+    assert cam.grab_sequence(2)[1].shape == (64, 96)
+
+
+def test_scan_with_the_pylon_emulator_survives_a_stream_failure_mid_roi(tmp_path):
+    """The whole station with Basler's emulator as its camera (software trigger; the stage and
+    ring light emulated on pseudo-terminals): the stream fails during RoI 4, the camera is
+    reopened with its settings, RoI 4 is taken again, the recording verifies."""
+    import recordings as R
+    from inspection import InspectionRun
+    from rig.rig import build_rig
+    from rig.scan import DeviceReconnected, FrameCaptured
+    from tests.conftest import fast_sim_config
+
+    cfg = fast_sim_config(size=96, camera={"backend": "pylon", "serial": EMU_SERIAL,
+                                           "height": 64, "trigger": "software",
+                                           "exposure_us": 1000.0, "readout_s": 0.01})
+    events = []
+    with build_rig(cfg) as rig:
+        run = InspectionRun(cfg, rig, None, tmp_path, "PYLON-LOST-1")
+
+        def on_event(event) -> None:
+            events.append(event)
+            if isinstance(event, FrameCaptured) and event.roi.index == 4 and event.state == 1 \
+                    and not any(isinstance(e, DeviceReconnected) for e in events):
+                rig.camera.impose_stream_error("heartbeat timeout")
+
+        run.subscribe(on_event)
+        result = run.run()
+    assert result.complete, result.error
+    assert [e.device for e in events if isinstance(e, DeviceReconnected)] == ["camera"]
+    report = R.verify_recording(result.recording)
+    assert report.ok and report.rois_ok == list(range(10))

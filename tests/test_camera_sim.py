@@ -378,3 +378,23 @@ def test_ring_light_emulator_triggers_the_camera(bench):
     for k, f in enumerate(frames):
         assert f.image[0, 0] == k + 1
         assert sorted(np.flatnonzero(f.image[1, :12] == 4095)) == list(facets_of_state(k))
+
+
+def test_features_from_the_config_reach_the_simulated_node_map(bench):
+    from rig.camera import CameraError, FeatureNotSupported
+
+    cfg = parse_config({"camera": {"width": 64, "height": 64, "trigger": "software",
+                                   "heartbeat_timeout_ms": 5000,
+                                   "features": {"BlackLevel": 60.0}}})
+    s = AcquisitionSettings.from_config(cfg.camera)
+    assert s.features == (("GevHeartbeatTimeout", 5000), ("BlackLevel", 60.0))
+    c = SimCamera(bench=bench, renderer=marker_renderer)
+    with c:
+        c.configure(s)
+        assert c.nodes["GevHeartbeatTimeout"] == 5000 and c.nodes["BlackLevel"] == 60.0
+        with pytest.raises(FeatureNotSupported, match="Gamma.*writable nodes"):
+            c.configure(features=(("Gamma", 1.0),))
+        with pytest.raises(CameraError, match="SensorWidth is read-only"):
+            c.configure(features=(("SensorWidth", 10),))
+        with pytest.raises(CameraError, match="GevSCPD takes a int"):
+            c.configure(features=(("GevSCPD", "fast"),))

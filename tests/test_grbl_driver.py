@@ -480,3 +480,25 @@ def test_emulator_locks_gcode_while_jogging_and_a_feed_hold_cancels_the_jog(stag
     assert emu.state == "Idle"  # no Hold: a hold during a jog is a jog cancel
     x, _ = stage.jog_cancel()
     stage.move_to(x, 30.0)
+
+
+def test_port_is_found_again_by_the_adapters_serial_number(emu):
+    """A re-plugged USB adapter may come back as another ttyUSB: with `serial_number` the
+    driver looks it up at every open (pyserial's list_ports entries)."""
+    from serial.tools.list_ports_common import ListPortInfo
+
+    from rig.serial_link import port_for_serial_number
+
+    def entry(device: str, serial: str | None) -> ListPortInfo:
+        info = ListPortInfo(device, skip_link_detection=True)
+        info.serial_number = serial
+        return info
+
+    ports = [entry("/dev/ttyUSB3", "A50285BI"), entry("/dev/ttyACM0", None),
+             entry("/dev/ttyUSB1", "FT9XK2")]
+    assert port_for_serial_number("A50285BI", ports) == "/dev/ttyUSB3"
+    assert port_for_serial_number("NOPE", ports) is None
+    # not plugged in and no fallback port: a clear error naming the serial number
+    stage = GrblStage(GrblSettings(port="", serial_number="NOPE-123"))
+    with pytest.raises(StageConnectionError, match="serial number 'NOPE-123'"):
+        stage.open()

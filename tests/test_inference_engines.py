@@ -5,6 +5,7 @@ before use; the engine that ran is recorded with the results."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,38 @@ def test_engine_finds_the_same_objects_as_the_reference(engine, stacks, referenc
         assert [o.box_px for o in got.scratches] == [o.box_px for o in ref.scratches], size
         assert [o.box_px for o in got.contaminants] == [o.box_px for o in ref.contaminants], size
         assert got.detector.endswith(f"· {engine} fp32")  # recorded in /results
+
+
+@pytest.mark.parametrize("engine", [e for e in E.ENGINES if e != "torch"])
+def test_whole_frame_pass_matches_the_reference_whole_frame(engine, stacks) -> None:
+    """One tile larger than the frame (the bundled profiles' `tile_px = 3520`): the RAW
+    input is passed without a copy and scaled in the exported graph."""
+    if engine not in E.available_engines():
+        pytest.skip(f"{engine} is not installed")
+    stack = stacks[(1281, 777)]
+    ref = Detector.from_file(DEFAULT_MODEL, engine="torch")
+    det = Detector.from_file(DEFAULT_MODEL, engine=engine, threads=2)
+    for d in (ref, det):
+        d.tiling = replace(d.tiling, tile=1344)
+    ref_roi, want = _objects(ref, stack)
+    roi, got = _objects(det, stack)
+    assert np.abs(roi.probability - ref_roi.probability).max() <= 1e-3
+    assert [o.box_px for o in got.scratches] == [o.box_px for o in want.scratches]
+    # a black level of the frame's own (the `black_level` argument) reaches the graph too
+    lifted = (stack.astype(np.int32) + 100).astype(np.uint16)
+    a = ref.detect_roi(lifted, 0, (0, 0), PX_MM, black_level=164.0)
+    b = det.detect_roi(lifted, 0, (0, 0), PX_MM, black_level=164.0)
+    assert np.abs(a.probability - b.probability).max() <= 1e-3
+    assert np.abs(a.probability - ref_roi.probability).max() > 1e-3  # the level did change
+
+
+def test_raw_beyond_int16_is_clipped_not_wrapped() -> None:
+    from inference.tiling import raw_int16
+
+    raw = np.array([[[0, 4095, 32767, 40000, 65535]]], np.uint16)
+    assert raw_int16(raw).tolist() == [[[0, 4095, 32767, 32767, 32767]]]
+    small = np.array([[[64, 4095]]], np.uint16)
+    assert np.shares_memory(raw_int16(small), small)  # 12-bit data: a view, not a copy
 
 
 def test_auto_choice_is_measured_once_and_recorded(tmp_path, monkeypatch) -> None:

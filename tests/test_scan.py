@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import recordings as R
 from inspection import QUEUE_DEPTH, InspectionRun, RoiRecorded
@@ -14,6 +15,7 @@ from rig.camera import DroppedFrame, FrameTimeout
 from rig.layout import roi_layout
 from rig.rig import build_rig
 from rig.scan import (
+    DeviceReconnected,
     FrameCaptured,
     RoiCaptured,
     RoiRetake,
@@ -90,7 +92,7 @@ def test_abort_mid_scan_leaves_incomplete_recording_and_safe_rig(tmp_path: Path)
 
 
 def test_device_fault_mid_scan_then_resume_completes(tmp_path: Path) -> None:
-    cfg = fast_sim_config()
+    cfg = fast_sim_config(scan={"reconnect_s": 0.5})  # the camera does not come back in time
     with build_rig(cfg) as rig:
         rig.samples.load_virtual_sample(2)
         run = InspectionRun(cfg, rig, None, tmp_path, "FAULT-1")
@@ -101,7 +103,7 @@ def test_device_fault_mid_scan_then_resume_completes(tmp_path: Path) -> None:
 
         run.subscribe(on_event)
         result = run.run()
-        assert result.verdict == "INCOMPLETE" and result.error
+        assert result.verdict == "INCOMPLETE" and "did not come back within" in result.error
     report = R.verify_recording(result.recording)
     assert report.ok and report.status == "incomplete" and report.rois_ok == [0, 1, 2, 3]
 
@@ -242,3 +244,70 @@ def test_a_frame_lost_twice_fails_the_scan_with_the_camera_error(sim_config) -> 
     assert finished.failed and finished.captured == (0,)
     assert errors and errors[0].roi.index == 1
     assert isinstance(errors[0].error, (DroppedFrame, FrameTimeout))
+
+
+def _scan_with_fault(tmp_path: Path, sample_id: str, fault, cfg=None):
+    """A whole inspection run with `fault(rig)` done once, when RoI 4's second frame is in
+    (mid-RoI); the events and the result."""
+    cfg = cfg or fast_sim_config()
+    events: list = []
+    with build_rig(cfg) as rig:
+        rig.samples.load_virtual_sample(2)
+        run = InspectionRun(cfg, rig, None, tmp_path, sample_id)
+        done = threading.Event()
+
+        def on_event(event) -> None:
+            events.append(event)
+            if isinstance(event, FrameCaptured) and event.roi.index == 4 and not done.is_set() \
+                    and event.state == 1:
+                done.set()
+                fault(rig)
+
+        run.subscribe(on_event)
+        result = run.run()
+    return events, result
+
+
+def _every_roi_once(events, result) -> None:
+    assert result.complete and result.verdict == "NOT-INSPECTED", result.error
+    captured = [e.roi.index for e in events if isinstance(e, RoiCaptured)]
+    assert sorted(captured) == list(range(10)) and len(captured) == 10
+    report = R.verify_recording(result.recording)
+    assert report.ok and report.status == "complete" and report.rois_ok == list(range(10))
+
+
+def test_camera_removed_mid_roi_is_reopened_and_the_roi_retaken(tmp_path: Path) -> None:
+    def unplug_then_replug(rig) -> None:
+        rig.camera.inject_fault("disconnect")
+        threading.Timer(0.8, rig.camera.reconnect).start()  # the cable goes back in later
+
+    events, result = _scan_with_fault(tmp_path, "CAM-LOST-1", unplug_then_replug)
+    back = [e for e in events if isinstance(e, DeviceReconnected)]
+    assert len(back) == 1 and back[0].device == "camera" and back[0].roi.index == 4
+    assert back[0].downtime_s >= 0.7  # it waited for the cable, trying again with back-off
+    assert any(isinstance(e, RoiRetake) and e.roi.index == 4 for e in events)
+    _every_roi_once(events, result)
+
+
+@pytest.mark.parametrize("device", ["stage", "light"])
+def test_serial_adapter_unplugged_and_replugged_mid_roi(tmp_path: Path, device) -> None:
+    """The USB adapter goes away and comes back on another pty; the driver finds it again
+    under its stable by-id name, the board (which reset) is set up again, the RoI retaken."""
+    paths = []
+
+    def unplug_then_replug(rig) -> None:
+        emu = rig.samples.emulators[0 if device == "stage" else 1]
+        paths.append(emu.device_path)
+        emu.disconnect()
+
+        def replug() -> None:
+            emu.replug()
+            paths.append(emu.device_path)
+
+        threading.Timer(0.5, replug).start()
+
+    events, result = _scan_with_fault(tmp_path, f"{device.upper()}-LOST-1", unplug_then_replug)
+    assert len(paths) == 2 and paths[0] != paths[1]  # re-enumerated as another device
+    back = [e for e in events if isinstance(e, DeviceReconnected)]
+    assert [e.device for e in back] == ["stage" if device == "stage" else "ring light"]
+    _every_roi_once(events, result)

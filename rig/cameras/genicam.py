@@ -193,6 +193,22 @@ class GenicamCamera(Camera):
             raise CameraError(f"{self._who()}: setting {names[0]} = {value!r} failed: "
                               f"{exc}") from exc
 
+    def _write_feature(self, name: str, value: Any) -> Any:
+        node = self._node(name)
+        if node is None:
+            raise FeatureNotSupported(name, self._who(), "no such node in its node map: check "
+                                      "the name against the camera's GenICam XML")
+        try:
+            writable = node.node.get_access_mode() in (2, 4)  # GenApi EAccessMode WO, RW
+        except Exception:  # noqa: BLE001 - a node without an access mode cannot be written
+            writable = False
+        if not writable:
+            raise CameraError(f"{self._who()}: {name} is read-only now (locked while "
+                              "grabbing, by another feature, or not writable at all); remove "
+                              "it from [camera.features]")
+        self._set(name, value, name)
+        return node.value
+
     # -- lifecycle ---------------------------------------------------------------------------
     def _open(self) -> CameraInfo:
         producers = _resolve_producers(self._cti)

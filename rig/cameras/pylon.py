@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from rig.camera import (
+    HEARTBEAT_NODE,
     AcquisitionSettings,
     Camera,
     CameraDisconnected,
@@ -61,6 +62,12 @@ def _pylon() -> Any:
 def _genicam() -> Any:
     from pypylon import genicam
     return genicam
+
+
+def _describe(exc: Exception) -> str:
+    """A genicam exception's text (some subclasses lack GetDescription)."""
+    describe = getattr(exc, "GetDescription", None)
+    return str(describe() if callable(describe) else exc).strip()
 
 
 def _bits(pixel_format: str) -> int:
@@ -167,7 +174,33 @@ class PylonCamera(Camera):
             return node.GetValue()
         except genicam.GenericException as exc:
             raise CameraError(f"{self._who()}: setting {node.GetNode().GetName()} = {value!r} "
-                              f"failed: {exc.GetDescription()}") from exc
+                              f"failed: {_describe(exc)}") from exc
+
+    def _write_feature(self, name: str, value: Any) -> Any:
+        genicam = _genicam()
+        def valid(node: Any) -> bool:  # pypylon returns a placeholder for a missing node
+            return node is not None and node.IsValid()
+
+        node = self._cam.GetNodeMap().GetNode(name)
+        if not valid(node) and name == HEARTBEAT_NODE:  # pylon: a GigE transport-layer node
+            node = self._cam.GetTLNodeMap().GetNode("HeartbeatTimeout")
+        if not valid(node):
+            raise FeatureNotSupported(
+                name, self._who(), "no such node in its node map: check the name in pylon "
+                "Viewer (Features, expert view); GigE-only nodes do not exist on USB cameras")
+        if not genicam.IsWritable(node):
+            raise CameraError(f"{self._who()}: {name} is read-only now (locked while "
+                              "grabbing, by another feature, or not writable at all); remove "
+                              f"it from [camera.features]")
+        try:
+            if isinstance(value, str):
+                node.FromString(value)
+            else:
+                node.SetValue(value)
+            return node.GetValue()
+        except genicam.GenericException as exc:
+            raise CameraError(f"{self._who()}: setting {name} = {value!r} failed: "
+                              f"{_describe(exc)}") from exc
 
     @property
     def is_emulator(self) -> bool:
@@ -199,7 +232,7 @@ class PylonCamera(Camera):
         except genicam.GenericException as exc:
             self._cam = None
             raise CameraError(f"cannot open pylon camera {devices[i].GetFriendlyName()}: "
-                              f"{exc.GetDescription()} (in use by another program?)") from exc
+                              f"{_describe(exc)} (in use by another program?)") from exc
         return _info(devices[i], i)
 
     def _close(self) -> None:
@@ -210,7 +243,7 @@ class PylonCamera(Camera):
                 self._cam.Close()
                 self._cam.DestroyDevice()
             except _genicam().GenericException as exc:
-                log.warning("%s: close: %s", self._who(), exc.GetDescription())
+                log.warning("%s: close: %s", self._who(), _describe(exc))
             self._cam = None
         if self._serve_root is not None:
             shutil.rmtree(self._serve_root, ignore_errors=True)
@@ -318,13 +351,21 @@ class PylonCamera(Camera):
         node.Execute()
 
     # -- acquisition -------------------------------------------------------------------------
+    def impose_stream_error(self, text: str = "stream lost (imposed)") -> None:
+        """Emulator test hook: the next RetrieveResult throws a RuntimeException, as a real
+        transport does when the link goes (the stream grabber's ImposedError node)."""
+        node = self._cam.GetStreamGrabberNodeMap().GetNode("ImposedError")
+        if node is None or not node.IsValid():
+            raise FeatureNotSupported("ImposedError", self._who(), "not an emulator stream")
+        node.SetValue(text)
+
     def _start(self) -> int | None:
         pylon = _pylon()
         try:
             self._cam.StartGrabbing(pylon.GrabStrategy_OneByOne)
         except _genicam().GenericException as exc:
             raise CameraError(f"{self._who()}: cannot start grabbing: "
-                              f"{exc.GetDescription()}") from exc
+                              f"{_describe(exc)}") from exc
         # BlockID restarts at 0 on the emulator (measured). Real cameras: not assumed, the
         # first frame after arming sets the base.
         return 0 if self.is_emulator else None
@@ -333,7 +374,7 @@ class PylonCamera(Camera):
         try:
             self._cam.StopGrabbing()
         except _genicam().GenericException as exc:
-            raise CameraError(f"{self._who()}: stop grabbing: {exc.GetDescription()}") from exc
+            raise CameraError(f"{self._who()}: stop grabbing: {_describe(exc)}") from exc
 
     def _check_connected(self) -> None:
         if self._cam.IsCameraDeviceRemoved():
@@ -351,7 +392,7 @@ class PylonCamera(Camera):
             self._cam.ExecuteSoftwareTrigger()
         except _genicam().GenericException as exc:
             raise CameraError(f"{self._who()}: software trigger: "
-                              f"{exc.GetDescription()}") from exc
+                              f"{_describe(exc)}") from exc
 
     def _retrieve(self, timeout_s: float) -> RawFrame | None:
         pylon = _pylon()
@@ -362,8 +403,10 @@ class PylonCamera(Camera):
                                               pylon.TimeoutHandling_Return)
         except genicam.GenericException as exc:
             self._check_connected()
-            raise CameraError(f"{self._who()}: retrieving a frame: "
-                              f"{exc.GetDescription()}") from exc
+            # the stream itself failed (GigE heartbeat or USB link lost, driver error): only a
+            # reopen brings it back, so it is reported as a lost link
+            raise CameraDisconnected(f"{self._who()}: the frame stream failed "
+                                     f"({_describe(exc)}); reopening the camera") from exc
         if result is None or not result.IsValid():
             self._check_connected()
             return None

@@ -47,6 +47,14 @@ SIM_SERIAL = "SIM-0001"
 N_FACETS = 12
 N_STATES = 6
 SIM_PIXEL_FORMATS = ("BayerGR12",)
+# the simulated camera's GenICam nodes beyond its settings (a GigE camera's): name -> default;
+# the read-only ones describe the device
+SIM_WRITABLE_NODES: dict[str, bool | int | float | str] = {
+    "GevHeartbeatTimeout": 3000, "GevSCPSPacketSize": 1500, "GevSCPD": 0,
+    "DeviceLinkThroughputLimitMode": "Off", "DeviceLinkThroughputLimit": 125_000_000,
+    "BlackLevel": 64.0,
+}
+SIM_READ_ONLY_NODES = ("DeviceModelName", "DeviceSerialNumber", "SensorWidth", "SensorHeight")
 MAX_WIDTH, MAX_HEIGHT = 8192, 8192
 DEFAULT_SAMPLE_ORIGIN_MM = (20.0, 20.0)  # stage position that puts the sample corner on axis
 DEFAULT_PIXEL_SIZE_MM = 0.0114
@@ -315,6 +323,7 @@ class SimCamera(Camera):
         self._unsubscribe_motion: Callable[[], None] | None = None
         self._seen_levels: dict[int, tuple[int, ...]] = {}  # facet levels each state was lit at
         self.ahead_hits = 0  # exposures served from render-ahead (for tests and benchmarks)
+        self.nodes: dict[str, bool | int | float | str] = dict(SIM_WRITABLE_NODES)
 
     # -- faults ------------------------------------------------------------------------------
     def inject_fault(self, fault: Fault, count: int = 1, stall_s: float = 5.0,
@@ -464,6 +473,21 @@ class SimCamera(Camera):
             raise FeatureNotSupported(f"trigger line {s.trigger_line}", self._who(),
                                       "the ring light is wired to Line1")
         return s
+
+    def _write_feature(self, name: str, value: bool | int | float | str
+                       ) -> bool | int | float | str:
+        self._check_connected()
+        if name in SIM_READ_ONLY_NODES:
+            raise CameraError(f"{self._who()}: {name} is read-only; remove it from "
+                              "[camera.features]")
+        if name not in SIM_WRITABLE_NODES:
+            raise FeatureNotSupported(name, self._who(), "no such node (writable nodes: "
+                                      f"{', '.join(SIM_WRITABLE_NODES)})")
+        if type(value) is not type(SIM_WRITABLE_NODES[name]):
+            raise CameraError(f"{self._who()}: {name} takes a "
+                              f"{type(SIM_WRITABLE_NODES[name]).__name__}, not {value!r}")
+        self.nodes[name] = value
+        return value
 
     # -- acquisition -------------------------------------------------------------------------
     def _start(self) -> int | None:

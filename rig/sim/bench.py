@@ -9,6 +9,9 @@ into every recording made on the bench.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rig.sim.bench_state import BenchState
@@ -24,13 +27,18 @@ if TYPE_CHECKING:
     from rig.layout import RoiGeometry
 
 FAST_TIME_SCALE = 0.02  # sim.realtime = false: emulated motion and light timing at 50x speed
+# the stable names udev gives USB serial adapters (/dev/serial/by-id/...), for the emulators
+STAGE_BY_ID = "usb-darkfield-sim_GRBL_SIM-GRBL-0001-if00-port0"
+LIGHT_BY_ID = "usb-darkfield-sim_RingLight_SIM-RL-0001-if00"
 
 
 class SimulatedBench:
     """Emulators on pseudo-terminals + the virtual sample on the stage. `stop()` ends them."""
 
-    def __init__(self, cfg: StationConfig, state: BenchState, emulators: list[PtyDevice]):
+    def __init__(self, cfg: StationConfig, state: BenchState, emulators: list[PtyDevice],
+                 by_id: Path | None = None):
         self.cfg = cfg
+        self.by_id = by_id  # the emulators' stable port names live here
         self.state = state
         self.emulators = emulators
         self.sample: Any = None  # world.sample.Sample (or a target plate) under the camera
@@ -43,11 +51,13 @@ class SimulatedBench:
         scale = 1.0 if cfg.sim.realtime else FAST_TIME_SCALE
         state = BenchState()
         st = cfg.stage
+        by_id = Path(tempfile.mkdtemp(prefix="darkfield-serial-by-id-"))
         grbl = GrblEmulator(GrblEmulatorConfig.for_work_limits(
             st.x_limits_mm, st.y_limits_mm, max_speed_mm_s=st.max_speed_mm_s,
-            acceleration_mm_s2=st.acceleration_mm_s2, time_scale=scale), bench=state)
-        light = RingLightEmulator(state, time_scale=scale)
-        bench = cls(cfg, state, [grbl, light])
+            acceleration_mm_s2=st.acceleration_mm_s2, time_scale=scale), bench=state,
+            alias=str(by_id / STAGE_BY_ID))
+        light = RingLightEmulator(state, time_scale=scale, alias=str(by_id / LIGHT_BY_ID))
+        bench = cls(cfg, state, [grbl, light], by_id)
         try:
             grbl.start()
             light.start()
@@ -71,6 +81,8 @@ class SimulatedBench:
     def stop(self) -> None:
         for emulator in self.emulators:
             emulator.stop()
+        if self.by_id is not None:
+            shutil.rmtree(self.by_id, ignore_errors=True)
 
     # -- rig.interfaces.SampleHolder -----------------------------------------------------------
     def load_sample(self, sample_id: str) -> None:

@@ -201,8 +201,10 @@ class GrblEmulator(PtyDevice):
     def __init__(
         self, config: GrblEmulatorConfig | None = None, bench: BenchState | None = None, *,
         reset_on_open: bool = True, boot_delay_s: float = 0.05, seed: int = 0,
+        alias: str | None = None,
     ) -> None:
-        super().__init__(reset_on_open=reset_on_open, boot_delay_s=boot_delay_s, seed=seed)
+        super().__init__(reset_on_open=reset_on_open, boot_delay_s=boot_delay_s, seed=seed,
+                         alias=alias)
         self.config = cfg = config or GrblEmulatorConfig()
         self.bench = bench
         tx, ty = cfg.travel_mm

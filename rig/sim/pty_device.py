@@ -6,8 +6,12 @@ emulated board reboots (after ``boot_delay_s``) whenever a host opens the port; 
 arrive while it boots are lost, as they are on the real board.
 
 Faults (any thread may request them): drop or garble the next replies, spray line noise,
-stall (the firmware stops talking and listening, motion goes on), reboot (power glitch) and
-disconnect (the USB cable is pulled: the port path disappears).
+stall (the firmware stops talking and listening, motion goes on), reboot (power glitch),
+disconnect (the USB cable is pulled: the port path disappears) and replug (the cable is put
+back: the board powers up on a *new* pty, as a USB adapter re-enumerates as another ttyUSB).
+With an ``alias``, the emulator keeps a symbolic link to its current pty, as udev keeps
+``/dev/serial/by-id/usb-<vendor>_<product>_<serial>-if00-port0``: a driver configured with
+that path finds the board again after a re-plug.
 """
 
 from __future__ import annotations
@@ -46,8 +50,9 @@ class PtyDevice:
     eol = b"\r\n"
 
     def __init__(self, *, reset_on_open: bool = True, boot_delay_s: float = 0.05,
-                 seed: int = 0) -> None:
+                 seed: int = 0, alias: str | None = None) -> None:
         self.reset_on_open = reset_on_open
+        self.alias = alias
         self.boot_delay_s = boot_delay_s
         self._lock = threading.RLock()
         self._rng = random.Random(seed)
@@ -87,7 +92,13 @@ class PtyDevice:
             self._power_on(time.monotonic())
         self._thread = threading.Thread(target=self._run, name=f"{self.name}-pty", daemon=True)
         self._thread.start()
-        return self._path
+        if self.alias:
+            link = f"{self.alias}.{os.getpid()}.tmp"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(link)
+            os.symlink(self._path, link)
+            os.replace(link, self.alias)  # atomically: a driver never sees a half-made link
+        return self.port
 
     def stop(self) -> None:
         """Stop serving and close the pty (the slave path disappears)."""
@@ -97,13 +108,22 @@ class PtyDevice:
             self._thread.join(timeout=2.0)
         with self._lock:
             self._close_master()
-            for wfd in (self._wake_r, self._wake_w):
-                if wfd is not None:
-                    with contextlib.suppress(OSError):
-                        os.close(wfd)
-            self._wake_r = self._wake_w = None
+            self._close_wake_pipe()
+        self._remove_alias()
 
     close = stop
+
+    def _close_wake_pipe(self) -> None:
+        for wfd in (self._wake_r, self._wake_w):
+            if wfd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(wfd)
+        self._wake_r = self._wake_w = None
+
+    def _remove_alias(self) -> None:
+        if self.alias and os.path.islink(self.alias):
+            with contextlib.suppress(OSError):
+                os.unlink(self.alias)
 
     def __enter__(self) -> PtyDevice:
         self.start()
@@ -114,6 +134,14 @@ class PtyDevice:
 
     @property
     def port(self) -> str:
+        """The path a driver opens: the alias when there is one, else the pty itself."""
+        if self._path is None:
+            raise RuntimeError(f"{self.name} emulator not started")
+        return self.alias or self._path
+
+    @property
+    def device_path(self) -> str:
+        """The pty the board is on now (changes at every re-plug)."""
         if self._path is None:
             raise RuntimeError(f"{self.name} emulator not started")
         return self._path
@@ -167,19 +195,38 @@ class PtyDevice:
         self._wakeup()
 
     def disconnect(self) -> None:
-        """Pull the cable: the pty goes away under the driver's feet."""
+        """Pull the cable: the pty (and the alias) go away under the driver's feet."""
         self._stopping.set()
         self._wakeup()
         with self._lock:
             self._close_master()
+        self._remove_alias()
+
+    def replug(self) -> str:
+        """Put the cable back (after `disconnect`, or pulling it first): the board powers up
+        on a new pty, state lost; returns the path to open (the alias, if any)."""
+        if self._thread is not None:
+            self.disconnect()
+            if self._thread is not threading.current_thread():
+                self._thread.join(timeout=2.0)
+        with self._lock:
+            self._close_wake_pipe()
+        self._thread = None
+        self._stopping.clear()
+        spare = os.openpty()  # holds the old number, as a re-enumerated adapter gets a new one
+        try:
+            return self.start()
+        finally:
+            for fd in spare:
+                os.close(fd)
 
     def inject(self, fault: str, **kwargs: object) -> None:
-        """Name-based entry for CLIs and config: drop, garble, noise, stall, reboot, disconnect
-        (subclasses add their own, e.g. 'alarm')."""
+        """Name-based entry for CLIs and config: drop, garble, noise, stall, reboot,
+        disconnect, replug (subclasses add their own, e.g. 'alarm')."""
         table: dict[str, Callable[..., None]] = {
             "drop": self.drop_replies, "garble": self.garble_replies,
             "noise": self.inject_noise, "stall": self.stall, "reboot": self.reboot,
-            "disconnect": self.disconnect, **self._extra_faults(),
+            "disconnect": self.disconnect, "replug": self.replug, **self._extra_faults(),
         }
         if fault not in table:
             raise ValueError(f"unknown fault {fault!r}; known: {', '.join(sorted(table))}")

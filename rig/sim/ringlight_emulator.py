@@ -46,8 +46,10 @@ class RingLightEmulator(PtyDevice):
     def __init__(
         self, bench: BenchState | None = None, *, reset_on_open: bool = True,
         boot_delay_s: float = 0.05, seed: int = 0, time_scale: float = 1.0,
+        alias: str | None = None,
     ) -> None:
-        super().__init__(reset_on_open=reset_on_open, boot_delay_s=boot_delay_s, seed=seed)
+        super().__init__(reset_on_open=reset_on_open, boot_delay_s=boot_delay_s, seed=seed,
+                         alias=alias)
         self.bench = bench
         self.time_scale = time_scale
         self.fired: list[FiredStep] = []
