@@ -24,7 +24,7 @@ from inference.interfaces import Detector, RoiResult
 from recordings import DetectedObject, RecordingError, RecordingWriter, check_sample_id
 from rig.config import StationConfig
 from rig.interfaces import Rig
-from rig.layout import RoiGeometry
+from rig.layout import RoiGeometry, glass_edge_mask
 from rig.scan import RoiCaptured, ScanError, ScanEvent, ScanFinished, ScanPlan, ScanRunner
 
 log = logging.getLogger(__name__)
@@ -255,10 +255,18 @@ class InspectionRun:
         timings["write"] += dt
         self._emit(RoiRecorded(ev.roi, self.path, dt))
 
+    def _edge_mask(self, roi: RoiGeometry, scale: int) -> np.ndarray | None:
+        band = self.cfg.detector.edge_band_mm
+        if band <= 0:
+            return None
+        return glass_edge_mask(roi.origin_px, roi.size_px, roi.pixel_size_mm, self.cfg.sample,
+                               band, scale)
+
     def _detect(self, detector: Detector, roi: RoiGeometry, stack: np.ndarray,
                 timings: dict[str, float]) -> RoiResult:
         t0 = time.monotonic()
-        det = detector.detect_roi(stack, roi.index, roi.origin_px, roi.pixel_size_mm)
+        det = detector.detect_roi(stack, roi.index, roi.origin_px, roi.pixel_size_mm,
+                                  edge_mask=self._edge_mask(roi, detector.probability_scale))
         dt = time.monotonic() - t0
         timings["detect"] += dt
         scratches, contaminants = det.detected_objects()

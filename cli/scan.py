@@ -216,7 +216,7 @@ def run_infer(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         try:
             with recordings.open_recording(path) as rec:
-                detector, note = _detector_for(rec, args, detectors)
+                detector, note, recorded_cfg = _detector_for(rec, args, detectors)
                 print(f"{path.name}: {note}", file=sys.stderr)
                 sample_id, planned = rec.sample_id, rec.n_rois
                 ids, problems, unexpected = rec.roi_ids(), [], rec.unexpected_rois()
@@ -233,8 +233,9 @@ def run_infer(args: argparse.Namespace) -> int:
                     except recordings.RecordingError as exc:
                         problems.append(str(exc))
                         continue
-                    rois.append(detector.detect_roi(raw, i, roi.origin_px,
-                                                    roi.pixel_size_mm, args.black_level))
+                    rois.append(detector.detect_roi(
+                        raw, i, roi.origin_px, roi.pixel_size_mm, args.black_level,
+                        edge_mask=_edge_mask(detector, recorded_cfg, roi, raw.shape[1:])))
                     print(f"  {path.name}: RoI {i:02d} ({n}/{len(ids)}) "
                           f"{len(rois[-1].scratches)} scratch(es) "
                           f"{rois[-1].timings_s['network_s']:.1f} s", file=sys.stderr, flush=True)
@@ -272,10 +273,21 @@ def run_infer(args: argparse.Namespace) -> int:
     return status
 
 
+def _edge_mask(detector: Any, recorded: Any, roi: Any, shape: tuple[int, int]) -> Any:
+    """The glass-edge mask of a recorded RoI, from the station config it was recorded with."""
+    from rig.layout import glass_edge_mask
+
+    band = recorded.detector.edge_band_mm
+    return None if band <= 0 else glass_edge_mask(
+        roi.origin_px, shape, roi.pixel_size_mm, recorded.sample, band,
+        detector.probability_scale)
+
+
 def _detector_for(rec: Any, args: argparse.Namespace,
-                  cache: dict[tuple[str, str], Any]) -> tuple[Any, str]:
+                  cache: dict[tuple[str, str], Any]) -> tuple[Any, str, Any]:
     """The detector for one recording: its recorded settings and calibration, this command's
-    overrides on top; one detector per distinct recorded station."""
+    overrides on top; one detector per distinct recorded station. Also the recorded station
+    config (its glass geometry places the edge mask)."""
     import torch
 
     from station import build_detector, recorded_station
@@ -301,4 +313,4 @@ def _detector_for(rec: Any, args: argparse.Namespace,
         if args.batch_size:
             detector.tiling = dataclasses.replace(detector.tiling, batch_size=args.batch_size)
         cache[recorded.key] = detector
-    return detector, recorded.note
+    return detector, recorded.note, recorded.cfg

@@ -419,11 +419,14 @@ class Detector:
 
     def detect_roi(self, stack: np.ndarray, roi: int = -1, origin_px: tuple[int, int] = (0, 0),
                    pixel_size_mm: float = DEFAULT_PIXEL_SIZE_MM,
-                   black_level: float | None = None) -> RoiDetection:
+                   black_level: float | None = None,
+                   edge_mask: np.ndarray | None = None) -> RoiDetection:
         """One RoI stack (6, H, W) -> probability map and objects with sample-frame mm.
 
         roi: the RoI's index (carried into every object); origin_px: the RoI's top-left
-        (row, col) in the sample pixel frame; black_level: RAW DN, default the model card's.
+        (row, col) in the sample pixel frame; black_level: RAW DN, default the model card's;
+        edge_mask: map-resolution True outside the glass / on its outline (rig.layout.
+        glass_edge_mask): contaminants there are the edge and are not listed.
         """
         if not isinstance(roi, int | np.integer):
             raise TypeError("detect_roi(stack, roi, origin_px, pixel_size_mm, black_level): "
@@ -434,7 +437,7 @@ class Detector:
         t1 = time.perf_counter()
         shape = (int(stack.shape[-2]), int(stack.shape[-1]))
         p, scratches, contaminants = postprocess(
-            y, self.postprocess_params, self.model.config.output_activation, shape)
+            y, self.postprocess_params, self.model.config.output_activation, shape, edge_mask)
         org = (int(origin_px[0]), int(origin_px[1]))
         scratches = [d.with_origin(org, pixel_size_mm, roi) for d in scratches]
         contaminants = [d.with_origin(org, pixel_size_mm, roi) for d in contaminants]

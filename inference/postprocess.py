@@ -400,9 +400,17 @@ def find_scratches(p: np.ndarray, params: PostprocessParams = PostprocessParams(
     return out
 
 
+EDGE_FRACTION = 0.5  # a contaminant region this much on the edge mask is the glass edge
+
+
 def find_contaminants(y: np.ndarray, params: PostprocessParams = PostprocessParams(),
-                      raw_shape: tuple[int, int] | None = None) -> list[Detection]:
-    """Connected regions of strongly negative output (dust, stains, fibres, glare)."""
+                      raw_shape: tuple[int, int] | None = None,
+                      edge_mask: np.ndarray | None = None) -> list[Detection]:
+    """Connected regions of strongly negative output (dust, stains, fibres, glare).
+
+    edge_mask (map resolution): True outside the glass or on its outline; a region lying
+    mostly there is the glass edge, not a contaminant, and is not listed.
+    """
     y = np.asarray(y, dtype=np.float32)
     grow = y <= -min(params.contaminant_grow_threshold, params.contaminant_threshold)
     lab, _ = ndimage.label(grow, structure=np.ones((3, 3), bool))
@@ -416,16 +424,21 @@ def find_contaminants(y: np.ndarray, params: PostprocessParams = PostprocessPara
         if y[sl][rr, cc].min() > -params.contaminant_threshold:
             continue  # hysteresis: never strongly negative
         rr, cc = rr + sl[0].start, cc + sl[1].start
+        if edge_mask is not None and edge_mask[rr, cc].mean() >= EDGE_FRACTION:
+            continue
         out.append(_detection("contaminant", rr, cc, -y[rr, cc], params, raw_shape))
     out.sort(key=lambda d: -d.score)
     return out
 
 
 def postprocess(y: np.ndarray, params: PostprocessParams = PostprocessParams(),
-                activation: str = "tanh", raw_shape: tuple[int, int] | None = None
+                activation: str = "tanh", raw_shape: tuple[int, int] | None = None,
+                edge_mask: np.ndarray | None = None
                 ) -> tuple[np.ndarray, list[Detection], list[Detection]]:
-    """Network output map (map resolution) -> (p, scratches, contaminants)."""
+    """Network output map (map resolution) -> (p, scratches, contaminants). Scratches are
+    never masked: one that reaches the glass edge still fails the sample."""
     p = scratch_probability(y, activation)
     scratches = find_scratches(p, params, raw_shape)
-    contaminants = (find_contaminants(y, params, raw_shape) if activation == "tanh" else [])
+    contaminants = (find_contaminants(y, params, raw_shape, edge_mask) if activation == "tanh"
+                    else [])
     return p, scratches, contaminants

@@ -159,6 +159,9 @@ class DetectorSettings(_Section):
     clusterer: Literal["dbscan", "hysteresis"] = Field(
         "hysteresis", description="hysteresis = same objects as DBSCAN, faster (bench/bench_postprocess.py)")
     contaminant_threshold: float = Field(0.3, gt=0, lt=1)
+    edge_band_mm: float = Field(0.5, ge=0, le=20, description="contaminants lying mostly "
+                                "outside the glass or this close inside its outline are the "
+                                "edge, not listed (scratches are never masked); 0 = off")
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> DetectorSettings:

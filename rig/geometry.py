@@ -138,3 +138,13 @@ def grid_overlap_px(grid: list[tuple[int, int, int, int]], sensor_w: int,
     ox = min((sensor_w - (b - a) for a, b in zip(cols, cols[1:], strict=False)), default=sensor_w)
     oy = min((sensor_h - (b - a) for a, b in zip(rws, rws[1:], strict=False)), default=sensor_h)
     return int(ox), int(oy)
+
+
+def signed_inside_mm(x: np.ndarray, y: np.ndarray, w: float, h: float, r: float) -> np.ndarray:
+    """Distance inside the rounded rectangle [0, w] x [0, h] with corner radius r (< 0 outside)."""
+    r = min(r, w / 2, h / 2)
+    qx = np.abs(x - w / 2) - (w / 2 - r)
+    qy = np.abs(y - h / 2) - (h / 2 - r)
+    outside = np.hypot(np.maximum(qx, 0.0), np.maximum(qy, 0.0))
+    inside = np.minimum(np.maximum(qx, qy), 0.0)
+    return r - (outside + inside)

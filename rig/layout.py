@@ -6,8 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rig.config import StationConfig
-from rig.geometry import roi_centre_mm, roi_grid, roi_px_to_sample_mm, sample_mm_to_roi_px
+import numpy as np
+
+from rig.config import SampleSettings, StationConfig
+from rig.geometry import (
+    roi_centre_mm,
+    roi_grid,
+    roi_px_to_sample_mm,
+    sample_mm_to_roi_px,
+    signed_inside_mm,
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,23 @@ class RoiGeometry:
     def to_roi_px(self, x_mm: float, y_mm: float) -> tuple[float, float]:
         """Sample (x, y) mm -> RoI pixel (row, col)."""
         return sample_mm_to_roi_px(x_mm, y_mm, self.origin_px, self.pixel_size_mm)
+
+
+def glass_edge_mask(origin_px: tuple[int, int], size_px: tuple[int, int],
+                    pixel_size_mm: float, sample: SampleSettings, band_mm: float,
+                    scale: int = 1) -> np.ndarray:
+    """True where a pixel of a RoI at `origin_px` (sample pixel frame) of `size_px` (h, w),
+    taking every `scale`-th pixel (2 for the detector's map), lies outside the glass or within
+    `band_mm` inside its outline: the edge scatters light in every state and would otherwise
+    be listed as a glass-long "contaminant"."""
+    h, w = -(-size_px[0] // scale), -(-size_px[1] // scale)
+    r0, c0 = origin_px
+    pix = pixel_size_mm
+    y = (r0 + (np.arange(h) + 0.5) * scale) * pix
+    x = (c0 + (np.arange(w) + 0.5) * scale) * pix
+    inside = signed_inside_mm(x[None, :], y[:, None], sample.width_mm, sample.length_mm,
+                              sample.corner_radius_mm)
+    return inside < band_mm
 
 
 def roi_layout(cfg: StationConfig, pixel_size_mm: float | None = None,

@@ -311,3 +311,27 @@ def test_serial_adapter_unplugged_and_replugged_mid_roi(tmp_path: Path, device) 
     back = [e for e in events if isinstance(e, DeviceReconnected)]
     assert [e.device for e in back] == ["stage" if device == "stage" else "ring light"]
     _every_roi_once(events, result)
+
+
+def test_live_pass_sample_lists_no_glass_edge_object(tmp_path: Path) -> None:
+    """The glass outline scatters in every state; without the edge mask every sample listed
+    it as 12-21 mm "contaminants" in the corner and side RoIs. With it, a clean sample is a
+    PASS whose listed objects are specks, none lying on the outline."""
+    from inference.detector import Detector
+    from rig.layout import glass_edge_mask
+
+    cfg = fast_sim_config(size=1024, sim={"scratch_fraction": 0.0})
+    det = Detector.from_settings(cfg.detector, threads=2)
+    with build_rig(cfg) as rig:
+        rig.samples.load_virtual_sample(4)
+        layout = {r.index: r for r in rig.layout}
+        result = InspectionRun(cfg, rig, det, tmp_path, "EDGE-1").run()
+    assert result.verdict == "PASS" and not result.scratches
+    assert result.contaminants  # the specks are still listed
+    for o in result.contaminants:
+        roi = layout[o.roi]
+        edge = glass_edge_mask(roi.origin_px, roi.size_px, roi.pixel_size_mm, cfg.sample,
+                               cfg.detector.edge_band_mm)
+        r0, c0, r1, c1 = o.box_px
+        assert edge[r0:r1, c0:c1].mean() < 0.5, o
+        assert o.length_mm < 2.0, o

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rig.geometry import DEFAULT_PIXEL_SIZE_MM
+from rig.geometry import DEFAULT_PIXEL_SIZE_MM, signed_inside_mm
 
 N_FACETS = 12
 FACET_AZIMUTHS_DEG = 30.0 * np.arange(N_FACETS)
@@ -379,16 +379,6 @@ class Sample:
         kw = {k: v for k, v in d.items() if k != "defects"}
         kw["haze_modes"] = _tuplify(kw.get("haze_modes", []))
         return cls(**kw, defects=tuple(defect_from_dict(x) for x in d.get("defects", [])))
-
-
-def signed_inside_mm(x: np.ndarray, y: np.ndarray, w: float, h: float, r: float) -> np.ndarray:
-    """Distance inside the rounded rectangle [0, w] x [0, h] with corner radius r (< 0 outside)."""
-    r = min(r, w / 2, h / 2)
-    qx = np.abs(x - w / 2) - (w / 2 - r)
-    qy = np.abs(y - h / 2) - (h / 2 - r)
-    outside = np.hypot(np.maximum(qx, 0.0), np.maximum(qy, 0.0))
-    inside = np.minimum(np.maximum(qx, qy), 0.0)
-    return r - (outside + inside)
 
 
 # -- generation --------------------------------------------------------------------------------
