@@ -187,16 +187,12 @@ class StackView(QtWidgets.QWidget):
         self.grid.setContentsMargins(2, 2, 2, 2)
         self.grid.setSpacing(3)
         self.tiles = {k: _Tile(k) for k in TILE_KEYS}
-        first = self.tiles["0"].vb
         for tile in self.tiles.values():
-            if tile.vb is not first:
-                tile.vb.setXLink(first)
-                tile.vb.setYLink(first)
             tile.view.scene().sigMouseClicked.connect(
                 lambda ev, t=tile: self._on_click(t, ev))
         self._single: str | None = None
+        self._lead_key = ""
         self._arrange()
-        first.sigRangeChanged.connect(self._on_range)
 
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -229,15 +225,40 @@ class StackView(QtWidgets.QWidget):
             self.grid.setColumnStretch(i, 1 if i < cols else 0)
         for i in range(2):
             self.grid.setRowStretch(i, 1 if i < (1 if self._single else 2) else 0)
+        self._relink(self._single or "0")
+
+    def _relink(self, key: str) -> None:
+        """Every view follows the one on screen (the single tile, else state 0): pyqtgraph
+        links views by their screen geometry, so following a hidden tile would squeeze the
+        image into that tile's old size."""
+        if key == self._lead_key:
+            return
+        if self._lead_key:
+            self.lead.sigRangeChanged.disconnect(self._on_range)
+        rect = self.lead.viewRect() if self._lead_key else None
+        self._lead_key = key
+        for tile in self.tiles.values():
+            link = None if tile.vb is self.lead else self.lead
+            tile.vb.setXLink(link)
+            tile.vb.setYLink(link)
+        self.lead.sigRangeChanged.connect(self._on_range)
+        if rect is not None and self.shape is not None:
+            self.lead.setRange(rect, padding=0.0)
+
+    @property
+    def lead(self) -> pg.ViewBox:
+        """The view box the others follow (zoom, pan, fit act on it)."""
+        return self.tiles[self._lead_key].vb
 
     def set_single(self, key: str | None) -> None:
         self._single = key
         self._arrange()
+        QtCore.QTimer.singleShot(0, self.fit)  # once the tile has its new size
 
     def fit(self) -> None:
         if self.shape is not None:
             h, w = self.shape
-            self.tiles["0"].vb.setRange(QtCore.QRectF(0, 0, w, h), padding=0.0)
+            self.lead.setRange(QtCore.QRectF(0, 0, w, h), padding=0.0)
 
     # -- content --------------------------------------------------------------------------------
     def begin_roi(self, roi: int, shape: tuple[int, int], label: str,
@@ -335,8 +356,8 @@ class StackView(QtWidgets.QWidget):
         if zoom:
             side = max(rect.width(), rect.height(), 96) * 1.6
             c = rect.center()
-            self.tiles["0"].vb.setRange(QtCore.QRectF(c.x() - side / 2, c.y() - side / 2,
-                                                      side, side), padding=0.0)
+            self.lead.setRange(QtCore.QRectF(c.x() - side / 2, c.y() - side / 2, side, side),
+                               padding=0.0)
 
     def clear_selection(self) -> None:
         """No detection outlined, no signature marker, the whole RoI in view."""
@@ -409,7 +430,7 @@ class StackView(QtWidgets.QWidget):
         if self.shape is None:
             return None
         h, w = self.shape
-        r = self.tiles["0"].vb.viewRect()
+        r = self.lead.viewRect()
         r0, r1 = max(int(r.top()), 0), min(int(np.ceil(r.bottom())), h)
         c0, c1 = max(int(r.left()), 0), min(int(np.ceil(r.right())), w)
         if r1 <= r0 or c1 <= c0:

@@ -488,3 +488,31 @@ def test_cli_registers_gui_command():
 
     cfg = load_station_config(args.config, sim=args.sim)
     assert cfg.camera.backend == "sim" and cfg.stage.port == "sim"
+
+
+def test_single_tile_layout_fills_the_view_after_fit(qtbot, own_window, tmp_path):
+    """One large tile (here "max of states") fills its area: the views follow the tile on
+    screen, not the hidden state-0 tile (the image used to stay grid-tile sized in a corner)."""
+    done = tmp_path / "done.h5"
+    _write_recording(done, 10)
+    win = open_window(qtbot, own_window, load_config())
+    win.resize(1366, 768)
+    win.open_recording(done)
+    qtbot.waitUntil(lambda: win.stack.current is not None, timeout=10_000)
+    stack = win.stack
+
+    def filled(key: str) -> float:
+        tile = stack.tiles[key]
+        shown = tile.image.sceneBoundingRect()
+        port = tile.view.viewport().size()
+        return max(shown.width() / port.width(), shown.height() / port.height())
+
+    grid_width = stack.tiles["max"].view.width()
+    stack.layout_combo.setCurrentIndex(stack.layout_combo.findData("max"))
+    stack.flush_now()
+    qtbot.waitUntil(lambda: stack.tiles["max"].view.width() > 1.5 * grid_width  # one large
+                    and filled("max") > 0.95, timeout=5000)
+    stack.fit()
+    assert filled("max") > 0.95
+    stack.layout_combo.setCurrentIndex(0)  # back to all tiles: they fill theirs again
+    qtbot.waitUntil(lambda: filled("0") > 0.95 and filled("max") > 0.95, timeout=5000)
