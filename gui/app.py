@@ -27,6 +27,7 @@ from gui.panels import (
     ControlPanel,
     DetectionsTable,
     DeviceStatus,
+    ErrorPanel,
     ManualPanel,
     VerdictPanel,
 )
@@ -117,6 +118,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.verdict = VerdictPanel()
         self.manual = ManualPanel()
         self.status = DeviceStatus()
+        self.error_panel = ErrorPanel()
         self.calibration = CalibrationPanel(cfg, rig=rig)
         self._build_layout()
         self._build_menu()
@@ -216,6 +218,7 @@ class MainWindow(QtWidgets.QMainWindow):
         lay.setContentsMargins(4, 4, 4, 4)
         lay.setSpacing(4)
         lay.addWidget(self.controls)
+        lay.addWidget(self.error_panel)
         lay.addWidget(main, 1)
         self.setCentralWidget(central)
         self.splitters = (main, left, right, bottom)
@@ -356,7 +359,7 @@ class MainWindow(QtWidgets.QMainWindow):
         resume = None
         if path.exists():
             resume = path  # an interrupted recording of this sample: finish it
-        self.status.clear_error()
+        self.error_panel.clear()
         run = InspectionRun(self.cfg, self.rig, self.detector, self.out_dir, sid, resume=resume)
         update = self.vm.begin_sample(sid, run.path, resuming=resume is not None)
         self._display_sample(self.vm.shown)
@@ -409,8 +412,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _report_error(self, exc: BaseException | str) -> None:
         pe = plain_error(exc)
-        self.status.show_error(pe.text())
-        self.tabs.setCurrentIndex(0)
+        self.error_panel.show_error(pe.headline, pe.detail, pe.action)
         self.statusBar().showMessage(pe.headline, 15000)
         log.warning("operator shown: %s (%s)", pe.headline, pe.detail)
 

@@ -44,7 +44,9 @@ _KNOWN: dict[str, tuple[str, str]] = {
                      "press Start again to re-capture it; if it repeats, check the camera's "
                      "network or USB link."),
     "CameraDisconnected": ("The camera disconnected.",
-                           "check the camera's cable and power, then restart the station."),
+                           "check the camera's cable and power; during a scan the station "
+                           "reopens it by itself for [scan] reconnect_s, then press Start to "
+                           "finish the sample (what was recorded is kept)."),
     "CameraNotFound": ("No camera was found.",
                        "check the camera is powered and connected, and [camera] serial in the "
                        "station file."),
@@ -55,6 +57,21 @@ _KNOWN: dict[str, tuple[str, str]] = {
                        "check the ring-light controller's cable and power, then press Start."),
     "LightError": ("The ring light reported a fault.",
                    "check the ring-light controller's cable and power, then press Start."),
+    "ConnectionLost": ("A device was lost and did not come back.",
+                       "check the named device's cable and power, then press Start: the "
+                       "sample resumes where it stopped."),
+    "DeviceTimeout": ("A device did not answer in time.", "check cables and power, then retry."),
+    "ProtocolError": ("A device answered something the station does not understand.",
+                      "check the firmware version and the port in the station file."),
+    "DeviceAlarm": ("A device is in an alarm state.", "clear the cause, then press Start."),
+    "ModelError": ("The detector model cannot be used.",
+                   "check [detector] model in the station file, or reinstall the bundled "
+                   "model; the log names the file and the problem."),
+    "CalibrationError": ("The calibration cannot be used.",
+                         "run the calibration again from the Calibration tab, or set "
+                         "[calibration] use = \"\" to scan without one."),
+    "DatasetError": ("The image folder cannot be used for training.",
+                     "fix the named file or folder and try again."),
     "RecordingError": ("The recording could not be written or read.",
                        "check free disk space and the recordings folder, then try again."),
     "ConfigError": ("The station file is not valid.", "correct the named key and restart."),

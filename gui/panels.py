@@ -430,36 +430,11 @@ class DeviceStatus(QtWidgets.QGroupBox):
             lab.setWordWrap(True)
             self.fields[key] = lab
             form.addRow(f"{key}:", lab)
-        self.error = QtWidgets.QLabel("")
-        self.error.setWordWrap(True)
-        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.error.setStyleSheet("background: #4a1420; color: #ffd7dc; padding: 6px; "
-                                 "border-radius: 4px;")
-        self.error.hide()
-        self.dismiss = QtWidgets.QPushButton("dismiss")
-        self.dismiss.clicked.connect(self.clear_error)
-        self.dismiss.hide()
-        form.addRow(self.error)
-        form.addRow(self.dismiss)
         self._frames: list[float] = []
         self._fps = 0.0
 
     def set(self, key: str, text: str) -> None:
         self.fields[key].setText(text)
-
-    def show_error(self, text: str) -> None:
-        self.error.setText(text)
-        self.error.show()
-        self.dismiss.show()
-
-    def clear_error(self) -> None:
-        self.error.hide()
-        self.dismiss.hide()
-        self.error.setText("")
-
-    @property
-    def error_text(self) -> str:
-        return self.error.text() if self.error.isVisible() or self.error.text() else ""
 
     def frame(self, frame_id: int, state: int, t: float | None = None) -> None:
         now = time.monotonic() if t is None else t
@@ -473,3 +448,50 @@ class DeviceStatus(QtWidgets.QGroupBox):
 def focus_policy_none(*widgets: QtWidgets.QWidget) -> None:
     for w in widgets:
         w.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
+
+
+class ErrorPanel(QtWidgets.QFrame):
+    """The last fault across the whole window: headline, the driver's detail and what to do,
+    each wrapped in full (never clipped by a narrow panel), until dismissed or the next
+    start. The log keeps the same text."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.setStyleSheet("ErrorPanel { background: #4a1420; border-radius: 4px; } "
+                           "QLabel { color: #ffd7dc; }")
+        self.headline = QtWidgets.QLabel("")
+        self.headline.setStyleSheet("font-weight: bold; font-size: 14px;")
+        self.detail = QtWidgets.QLabel("")
+        self.action = QtWidgets.QLabel("")
+        self.action.setStyleSheet("font-weight: bold; color: #fff1a8;")
+        text = QtWidgets.QVBoxLayout()
+        text.setSpacing(2)
+        for label in (self.headline, self.detail, self.action):
+            label.setWordWrap(True)
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored,
+                                QtWidgets.QSizePolicy.Policy.Minimum)
+            text.addWidget(label)
+        self.dismiss = QtWidgets.QPushButton("dismiss")
+        self.dismiss.clicked.connect(self.clear)
+        lay = QtWidgets.QHBoxLayout(self)
+        lay.setContentsMargins(8, 6, 8, 6)
+        lay.addLayout(text, 1)
+        lay.addWidget(self.dismiss, 0, Qt.AlignmentFlag.AlignTop)
+        self.hide()
+
+    def show_error(self, headline: str, detail: str, action: str) -> None:
+        self.headline.setText(headline)
+        self.detail.setText(detail)
+        self.action.setText(f"What to do: {action}")
+        self.show()
+
+    def clear(self) -> None:
+        self.hide()
+        for label in (self.headline, self.detail, self.action):
+            label.setText("")
+
+    def text(self) -> str:
+        """All of it, as shown ("" when there is none)."""
+        return "\n".join(t for t in (self.headline.text(), self.detail.text(),
+                                      self.action.text()) if t)

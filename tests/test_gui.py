@@ -238,7 +238,7 @@ def test_unsafe_sample_ids_are_refused_in_the_window(qtbot, own_window, station,
     for bad in ("LOT 7/12", "../X", "a\x01b"):
         win.start_inspection(bad)
         assert not win.scanning and win.live_sample is None
-        assert "cannot name a recording" in win.status.error.text()
+        assert "cannot name a recording" in win.error_panel.text()
     assert not list(Path(cfg.paths.recordings).parent.rglob("12.h5"))
     win.close()
 
@@ -264,7 +264,7 @@ def test_pause_resume_and_device_fault_in_plain_words(qtbot, own_window, station
     result = _wait_result(qtbot, win, "FAULT-1", 60_000)
     assert result.verdict == "INCOMPLETE" and win.verdict.text == "INCOMPLETE"
     assert list(win.map.states.values()).count("error") == 1
-    text = win.status.error.text()
+    text = win.error_panel.text()
     assert text.startswith("The camera") and "What to do:" in text
     win.close()
 
@@ -356,8 +356,8 @@ def test_replay_complete_and_incomplete_recordings(qtbot, own_window, tmp_path):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"not hdf5")
     win.open_recording(bad)
-    qtbot.waitUntil(lambda: win.status.error.text() != "", timeout=5000)
-    assert "recording" in win.status.error.text().lower()
+    qtbot.waitUntil(lambda: win.error_panel.text() != "", timeout=5000)
+    assert "recording" in win.error_panel.text().lower()
     win.close()
 
 
@@ -516,3 +516,35 @@ def test_single_tile_layout_fills_the_view_after_fit(qtbot, own_window, tmp_path
     assert filled("max") > 0.95
     stack.layout_combo.setCurrentIndex(0)  # back to all tiles: they fill theirs again
     qtbot.waitUntil(lambda: filled("0") > 0.95 and filled("max") > 0.95, timeout=5000)
+
+
+def test_errors_are_shown_in_full_at_1366_by_768(qtbot, own_window):
+    """Headline, detail and what to do, each wrapped in full across the window; a device
+    error, a file error and a model error each get their own wording."""
+    from errors import ModelError, RecordingError
+    from rig.stage import StageLimitError
+
+    win = open_window(qtbot, own_window, load_config())
+    win.resize(1366, 768)
+    cases = [
+        (StageLimitError("jog to (212.500, 40.000) mm is outside the stage travel X 0..200 mm "
+                         "Y 0..250 mm; GRBL answered error:15 (Travel exceeded: jog target "
+                         "exceeds machine travel, command ignored)"), "safe travel"),
+        (RecordingError("/data/recordings/LOT-7-12.h5 is not a recording (no HDF5 signature):"
+                        " the file was cut short or is another kind of file; open another one"),
+         "recording could not be written or read"),
+        (ModelError("model card default.json: tiling.tile = 1000: must be a multiple of 64"),
+         "detector model cannot be used"),
+    ]
+    for exc, words in cases:
+        win._report_error(exc)
+        qtbot.waitUntil(lambda: win.error_panel.isVisible(), timeout=2000)
+        QtCore.QCoreApplication.processEvents()
+        panel = win.error_panel
+        assert words in panel.headline.text().lower() or words in panel.text().lower()
+        assert str(exc) in panel.detail.text() and panel.action.text().startswith("What to do")
+        for label in (panel.headline, panel.detail, panel.action):
+            assert label.width() > 600  # across the window, not a narrow side panel
+            assert label.height() >= label.heightForWidth(label.width()), label.text()
+    qtbot.mouseClick(win.error_panel.dismiss, Qt.MouseButton.LeftButton)
+    assert not win.error_panel.isVisible() and win.error_panel.text() == ""
