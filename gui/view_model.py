@@ -225,10 +225,13 @@ class StationView:
         if isinstance(ev, FrameCaptured):
             s.frames += 1
             u.frame = (ev.frame_id, ev.state)
+            x, y = ev.roi.stage_xy_mm  # a frame is in: the stage is there, not moving
+            u.status["stage"] = f"at ({x:.2f}, {y:.2f}) mm, RoI {ev.roi.index:02d}: capturing"
             az = AZIMUTH_STEP_DEG * ev.state
             u.status["lights"] = f"state {ev.state} ({az:.0f}°/{az + 180:.0f}°) triggered"
             total = len(s.rois) * self.states_per_roi
-            self._progress(u, len(s.recorded), f"RoI {ev.roi.index:02d} · frame {s.frames}/{total}")
+            self._progress(u, self._finished(s),
+                           f"RoI {ev.roi.index:02d} · frame {s.frames}/{total}")
         elif isinstance(ev, RoiStarted):
             self._set_state(u, s, ev.roi.index, "capturing")
             x, y = ev.roi.stage_xy_mm
@@ -239,9 +242,7 @@ class StationView:
             if s.states.get(ev.roi.index) == "capturing":
                 self._set_state(u, s, ev.roi.index,
                                 "captured" if self.has_detector else "recorded")
-            x, y = ev.stage_xy_mm
-            u.status["stage"] = f"({x:.2f}, {y:.2f}) mm at RoI {ev.roi.index:02d}"
-            self._progress(u, len(s.recorded), f"{len(s.recorded)}/{len(s.rois)} RoIs")
+            self._progress(u, self._finished(s), self._progress_text(s))
         elif isinstance(ev, RoiRecorded):
             u.status["recording"] = (f"{ev.path.name}: RoI {ev.roi.index:02d} written "
                                      f"in {ev.write_s:.2f} s")
@@ -251,7 +252,9 @@ class StationView:
             self._set_state(u, s, ev.roi.index, "scratch" if ev.scratches else "clean")
             sc, co = s.objects()
             self._banner(u, s, "SCANNING" if not s.paused else "PAUSED",
-                         "so far: " + counts_text(len(sc), len(co)))
+                         ("SCRATCH FOUND so far: " if sc else "so far: ")
+                         + counts_text(len(sc), len(co)))
+            self._progress(u, self._finished(s), self._progress_text(s))
             u.objects = s is self.shown
         elif isinstance(ev, ScanPaused):
             s.paused = ev.paused
@@ -387,6 +390,18 @@ class StationView:
     def _banner(self, u: Update, s: SampleState, state: str, detail: str = "") -> None:
         s.banner = Banner(state, s.sample_id, detail)
         u.banner = u.banner or s is self.shown
+
+    def _finished(self, s: SampleState) -> int:
+        """RoIs done with: recorded, and inspected too when there is a detector (the bar
+        reaches its end only when the last RoI's detection has)."""
+        return len(s.detections) if self.has_detector else len(s.recorded)
+
+    def _progress_text(self, s: SampleState) -> str:
+        n = len(s.rois)
+        text = f"{len(s.recorded)}/{n} RoIs captured"
+        if self.has_detector:
+            text += f" · {len(s.detections)}/{n} inspected"
+        return text
 
     def _progress(self, u: Update, done: int, text: str) -> None:
         self.progress = Progress(done, len(self.live.rois) if self.live else 0, text)

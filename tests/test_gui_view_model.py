@@ -71,11 +71,13 @@ def test_a_scanned_sample_goes_through_its_states_to_a_verdict(view):
     assert ups[0].roi_states == {0: "capturing"} and view.live.capturing == 0
     assert ups[1].frame == (0, 0) and "state 0 (0°/180°)" in ups[1].status["lights"]
     assert ups[7].roi_states == {0: "captured"} and view.live.recorded == {0}
-    assert view.progress.done == 1 and view.progress.total == len(rois)
+    assert ups[1].status["stage"].endswith("RoI 00: capturing")  # not "moving" any more
     assert "RoI 00 written" in ups[8].status["recording"]
     last = ups[9]
     assert last.roi_states == {0: "scratch"} and last.objects and last.detected is not None
-    assert view.shown.banner.detail == "so far: 1 scratch(es) · 0 contaminant(s)"
+    assert view.progress.done == 1 and view.progress.total == len(rois)
+    assert view.progress.text == "1/10 RoIs captured · 1/10 inspected"
+    assert view.shown.banner.detail == "SCRATCH FOUND so far: 1 scratch(es) · 0 contaminant(s)"
     assert view.shown.objects_note  # per-RoI objects until merged
     capture(view, rois[1], contaminants=[obj(1), obj(1)])
     assert view.live.states[1] == "clean"
@@ -151,7 +153,7 @@ def test_a_replay_keeps_the_live_sample_going_in_the_background(view):
     assert u.roi_states == {} and not u.objects and not u.banner  # the replay stays on screen
     assert view.live.states[0] == "scratch"
     view.back_to_live()
-    assert view.shown is view.live and view.shown.banner.detail.startswith("so far: 1 scratch")
+    assert view.shown is view.live and view.shown.banner.detail.startswith("SCRATCH FOUND so far: 1 scratch")
     done = RecordingSummary(Path("f.h5"), "F", "complete", len(rois), [0], rois,
                             view.sample_mm, verdict="FAIL", scratches=[obj(0)])
     view.show_replay(done)
@@ -168,3 +170,23 @@ def test_without_a_detector_rois_are_recorded_and_the_verdict_says_so(view):
     view.finish(result("S6", "NOT-INSPECTED"), None)
     assert "no detector loaded" in view.shown.banner.detail
     assert view.history.summary() == "shift: 1 samples · 0 PASS · 0 FAIL · 1 other"
+
+
+def test_progress_ends_when_the_last_detection_does(view):
+    """Captured is not finished: with a detector the bar reaches 10/10 only once the last
+    RoI is inspected (it used to sit at 10/10 while detection ran)."""
+    rois = list(view.rois.values())
+    view.begin_sample("S2", Path("S2.h5"))
+    for roi in rois:
+        view.on_event(RoiStarted(roi, roi.index, len(rois)))
+        view.on_event(RoiCaptured(roi, np.zeros((6, 2, 2)), roi.stage_xy_mm, (0.0,) * 6,
+                                  tuple(range(6)), 1.0, 1.0))
+    assert view.progress.done == 0
+    assert view.progress.text == "10/10 RoIs captured · 0/10 inspected"
+    for roi in rois[:9]:
+        view.on_event(RoiDetected(roi, [], [], np.zeros((4, 4), np.float32)))
+    assert view.progress.done == 9 and view.progress.text.endswith("9/10 inspected")
+    view.has_detector = False  # a scan without a detector counts what is recorded
+    view.on_event(RoiCaptured(rois[0], np.zeros((6, 2, 2)), rois[0].stage_xy_mm, (0.0,) * 6,
+                              tuple(range(6)), 1.0, 1.0))
+    assert view.progress.done == 10 and view.progress.text == "10/10 RoIs captured"
