@@ -108,6 +108,8 @@ class VerdictPanel(QtWidgets.QWidget):
 # -- detections table --------------------------------------------------------------------------
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1  # numbers sort as numbers
 INDEX_ROLE = Qt.ItemDataRole.UserRole  # row -> position in DetectionsTable.objects
+CLASS_ROLE = Qt.ItemDataRole.UserRole + 2  # "scratch", "contaminant" or "speck" (filter)
+DEFAULT_SPECK_MM = 0.1  # contaminants shorter than this (hot pixels, tiny dust) not listed
 TABLE_COLUMNS = ["kind", "RoI", "x mm", "y mm", "length mm", "score", "type"]
 
 
@@ -142,6 +144,7 @@ class DetectionsTable(QtWidgets.QWidget):
         self.proxy.setSourceModel(self.model)
         self.proxy.setSortRole(SORT_ROLE)
         self.proxy.setFilterKeyColumn(0)
+        self.proxy.setFilterRole(CLASS_ROLE)  # filtered by a regex in C++, no Python callback
         self.table = QtWidgets.QTableView()
         self.table.setModel(self.proxy)
         self.table.setSortingEnabled(True)
@@ -161,23 +164,38 @@ class DetectionsTable(QtWidgets.QWidget):
         self.show_cont = QtWidgets.QCheckBox("contaminants")
         self.show_cont.setChecked(True)
         self.show_cont.toggled.connect(self._filter)
+        self.show_specks = QtWidgets.QCheckBox("specks under")
+        self.show_specks.setToolTip("list contaminants shorter than this too (hot pixels, "
+                                    "tiny dust): counted either way")
+        self.show_specks.toggled.connect(self._filter)
+        self.speck_mm = QtWidgets.QDoubleSpinBox(decimals=2, minimum=0.0, maximum=5.0,
+                                                 singleStep=0.05, suffix=" mm")
+        self.speck_mm.setValue(DEFAULT_SPECK_MM)
+        self.speck_mm.valueChanged.connect(self._refill)
+        self.caption.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored,
+                                   QtWidgets.QSizePolicy.Policy.Preferred)
         head = QtWidgets.QHBoxLayout()
-        head.addWidget(self.caption)
-        head.addStretch(1)
-        head.addWidget(self.show_cont)
+        head.addWidget(self.caption, 1)
+        for w in (self.show_cont, self.show_specks, self.speck_mm):
+            head.addWidget(w)
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(head)
         lay.addWidget(self.table, 1)
         self.objects: list[tuple[str, DetectedObject]] = []
+        self._lists: tuple[list[DetectedObject], list[DetectedObject], str] = ([], [], "")
+        self.specks = 0
+        self._counts = "Detections"
         self._quiet = False
         self._red, self._blue = QtGui.QBrush(QtGui.QColor("#ff6b6b")), \
             QtGui.QBrush(QtGui.QColor("#63c7ff"))
 
     def set_objects(self, scratches: list[DetectedObject],
                     contaminants: list[DetectedObject], note: str = "") -> None:
+        self._lists = (list(scratches), list(contaminants), note)
         self.objects = [("scratch", o) for o in scratches] + \
                        [("contaminant", o) for o in contaminants]
+        speck = self.speck_mm.value()
         rows = self.objects[: self.MAX_ROWS]
         self._quiet = True
         self.table.setUpdatesEnabled(False)
@@ -185,6 +203,8 @@ class DetectionsTable(QtWidgets.QWidget):
         for i, (kind, o) in enumerate(rows):
             first = _cell(kind, kind)
             first.setData(i, INDEX_ROLE)
+            first.setData("speck" if kind == "contaminant" and o.length_mm < speck else kind,
+                          CLASS_ROLE)
             first.setForeground(self._red if kind == "scratch" else self._blue)
             typ = o.type or "-"
             if o.type and o.type_score == o.type_score:  # not NaN
@@ -197,12 +217,26 @@ class DetectionsTable(QtWidgets.QWidget):
         self.table.setUpdatesEnabled(True)
         self._quiet = False
         shown = "" if len(rows) == len(self.objects) else f" (first {len(rows)} listed)"
+        self.specks = sum(o.length_mm < speck for o in contaminants)
         note = f" · {note}" if note else ""
-        self.caption.setText(f"Detections: {len(scratches)} scratch(es), {len(contaminants)} "
-                             f"contaminant(s){shown}{note}")
+        self._counts = (f"Detections: {len(scratches)} scratch(es), {len(contaminants)} "
+                        f"contaminant(s){shown}{note}")
+        self._filter()
 
-    def _filter(self, on: bool) -> None:
-        self.proxy.setFilterFixedString("" if on else "scratch")
+    def _refill(self, *_: object) -> None:
+        self.set_objects(*self._lists)
+
+    def _filter(self, *_: object) -> None:
+        """Scratches always; contaminants unless unticked; specks only when asked for."""
+        if not self.show_cont.isChecked():
+            pattern = "^scratch$"
+        else:
+            pattern = "" if self.show_specks.isChecked() else "^(scratch|contaminant)$"
+        self.proxy.setFilterRegularExpression(pattern)
+        hidden = 0 if self.show_specks.isChecked() or not self.show_cont.isChecked() \
+            else self.specks
+        self.caption.setText(self._counts + (f" · {hidden} speck(s) not listed" if hidden
+                                             else ""))
 
     # rows as the operator sees them (sorted, filtered)
     def row_count(self) -> int:

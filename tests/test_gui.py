@@ -548,3 +548,26 @@ def test_errors_are_shown_in_full_at_1366_by_768(qtbot, own_window):
             assert label.height() >= label.heightForWidth(label.width()), label.text()
     qtbot.mouseClick(win.error_panel.dismiss, Qt.MouseButton.LeftButton)
     assert not win.error_panel.isVisible() and win.error_panel.text() == ""
+
+
+def test_specks_are_counted_but_not_listed_by_default(qtbot):
+    from gui.panels import DetectionsTable
+    from recordings import DetectedObject
+
+    table = DetectionsTable()
+    qtbot.addWidget(table)
+
+    def o(length_mm):
+        return DetectedObject(0, (0, 0, 4, 4), 1.0, 1.0, length_mm, 2.0, 0.9)
+
+    table.set_objects([o(3.0)], [o(0.02), o(0.05), o(0.6)])
+    assert table.row_count() == 2  # the scratch and the 0.6 mm contaminant
+    assert "1 scratch(es), 3 contaminant(s)" in table.caption.text()  # counts agree
+    assert "2 speck(s) not listed" in table.caption.text()
+    table.show_specks.setChecked(True)
+    assert table.row_count() == 4 and "not listed" not in table.caption.text()
+    table.show_specks.setChecked(False)
+    table.speck_mm.setValue(0.03)
+    assert table.row_count() == 3 and "1 speck(s) not listed" in table.caption.text()
+    table.show_cont.setChecked(False)
+    assert table.row_count() == 1 and table.object_at(0)[0] == "scratch"
