@@ -24,6 +24,8 @@ OVERVIEW_MAX_PX = 800  # longest side of a preview tile (display downsampling ta
 AZIMUTH_STEP_DEG = 30.0
 DIRECTIONAL_M = 0.5  # modulation index above which a spot behaves like a scratch
 ISOTROPIC_M = 0.2  # ... and below which like dust / stain
+BACKGROUND_RADIUS_PX = 16  # the local background: median of the quads this far around a spot
+SPOT_EXCLUDE_QUADS = 2  # ... leaving out this many quads on each side of the spot itself
 
 
 @dataclass(frozen=True)
@@ -152,10 +154,11 @@ class Signature:
 
     row: int  # RoI pixel of the quad used (top-left, even)
     col: int
-    values_dn: np.ndarray  # (states,) black-subtracted mean DN of the quad
+    values_dn: np.ndarray  # (states,) DN of the quad above the local background
     azimuths_deg: np.ndarray  # (states,) azimuth of the first facet of each lit pair
     saturated: bool
     approximate: bool = False  # from the downsampled preview, not the raw stack
+    background_dn: np.ndarray | None = None  # (states,) local background above black
 
     @property
     def modulation(self) -> float:
@@ -164,7 +167,9 @@ class Signature:
     @property
     def verdict(self) -> str:
         m = self.modulation
-        if self.values_dn.max() < 3 * MODULATION_FLOOR_DN:
+        if self.saturated:  # a clipped state hides how much brighter it was: no ratio holds
+            return "saturated: direction unknown"
+        if self.values_dn.max() < MODULATION_FLOOR_DN:  # above the local background
             return "background (too dark to judge)"
         if m >= DIRECTIONAL_M:
             return "directional: scratch-like"
@@ -173,10 +178,30 @@ class Signature:
         return "weakly directional: ambiguous"
 
 
+def _spot_and_background(q: np.ndarray, ci: int, cj: int, search: int
+                         ) -> tuple[int, int, np.ndarray]:
+    """The brightest cell of `q` (states, h, w) within `search` cells of (ci, cj), and the
+    per-state median of the cells around it, leaving out the spot's own neighbourhood: the
+    haze and glow a spot sits on, which would otherwise lift every state alike and pull the
+    modulation of a faint scratch towards "isotropic"."""
+    _, h, w = q.shape
+    i0, i1 = max(ci - search, 0), min(ci + search + 1, h)
+    j0, j1 = max(cj - search, 0), min(cj + search + 1, w)
+    peak = q[:, i0:i1, j0:j1].max(axis=0)
+    a, b = np.unravel_index(int(np.argmax(peak)), peak.shape)
+    qi, qj = i0 + int(a), j0 + int(b)
+    ring = np.ones((h, w), bool)
+    e = SPOT_EXCLUDE_QUADS
+    ring[max(qi - e, 0):qi + e + 1, max(qj - e, 0):qj + e + 1] = False
+    bg = np.median(q[:, ring], axis=1) if ring.any() else np.zeros(q.shape[0], np.float32)
+    return qi, qj, bg.astype(np.float32)
+
+
 def signature_at(stack: np.ndarray, row: float, col: float, radius_px: int = 4,
                  black_dn: float = BLACK_LEVEL_DN,
                  azimuths_deg: np.ndarray | None = None) -> Signature:
-    """Signature of the brightest Bayer quad within `radius_px` of a clicked raw pixel.
+    """Signature of the brightest Bayer quad within `radius_px` of a clicked raw pixel, above
+    the local background (`BACKGROUND_RADIUS_PX` around it).
 
     Snapping to the brightest quad nearby makes a click on a 1-3 px scratch land on it.
     `stack` is (states, H, W) raw (a numpy array or an h5py dataset; only a crop is read).
@@ -184,17 +209,18 @@ def signature_at(stack: np.ndarray, row: float, col: float, radius_px: int = 4,
     n, h, w = stack.shape
     r, c = int(row) // 2 * 2, int(col) // 2 * 2
     rad = max(radius_px // 2 * 2, 2)
-    r0, r1 = max(r - rad, 0), min(r + rad + 2, h // 2 * 2)
-    c0, c1 = max(c - rad, 0), min(c + rad + 2, w // 2 * 2)
+    around = max(BACKGROUND_RADIUS_PX // 2 * 2, rad + 2 * SPOT_EXCLUDE_QUADS + 2)
+    r0, r1 = max(r - around, 0), min(r + around + 2, h // 2 * 2)
+    c0, c1 = max(c - around, 0), min(c + around + 2, w // 2 * 2)
     crop = np.asarray(stack[:, r0:r1, c0:c1])
     q = quad_mean(crop).astype(np.float32) - black_dn  # (n, qr, qc)
-    peak = q.max(axis=0)
-    qi, qj = np.unravel_index(int(np.argmax(peak)), peak.shape)
+    qi, qj, bg = _spot_and_background(q, (r - r0) // 2, (c - c0) // 2, rad // 2)
     quad = crop[:, 2 * qi:2 * qi + 2, 2 * qj:2 * qj + 2]
     az = (np.asarray(azimuths_deg, dtype=float) if azimuths_deg is not None
           else AZIMUTH_STEP_DEG * np.arange(n))
-    return Signature(int(r0 + 2 * qi), int(c0 + 2 * qj), np.clip(q[:, qi, qj], 0, None), az,
-                     bool((quad >= FULL_SCALE_DN).any()))
+    return Signature(int(r0 + 2 * qi), int(c0 + 2 * qj), np.clip(q[:, qi, qj] - bg, 0, None),
+                     az, bool((quad >= FULL_SCALE_DN).any()),
+                     background_dn=np.clip(bg, 0, None))
 
 
 def signature_from_preview(states_dn: np.ndarray, factor: int, row: float, col: float,
@@ -203,14 +229,15 @@ def signature_from_preview(states_dn: np.ndarray, factor: int, row: float, col: 
     n, h, w = states_dn.shape
     i = int(np.clip(row // factor, 0, h - 1))
     j = int(np.clip(col // factor, 0, w - 1))
-    i0, i1, j0, j1 = max(i - 1, 0), min(i + 2, h), max(j - 1, 0), min(j + 2, w)
+    around = max(BACKGROUND_RADIUS_PX // factor, SPOT_EXCLUDE_QUADS + 2)
+    i0, i1, j0, j1 = max(i - around, 0), min(i + around + 1, h), max(j - around, 0), \
+        min(j + around + 1, w)
     win = states_dn[:, i0:i1, j0:j1].astype(np.float32) - black_dn
-    peak = win.max(axis=0)
-    a, b = np.unravel_index(int(np.argmax(peak)), peak.shape)
-    vals = np.clip(win[:, a, b], 0, None)
-    return Signature(int((i0 + a) * factor), int((j0 + b) * factor), vals,
-                     AZIMUTH_STEP_DEG * np.arange(n),
-                     bool((states_dn[:, i0 + a, j0 + b] >= FULL_SCALE_DN).any()), approximate=True)
+    a, b, bg = _spot_and_background(win, i - i0, j - j0, 1)
+    return Signature(int((i0 + a) * factor), int((j0 + b) * factor),
+                     np.clip(win[:, a, b] - bg, 0, None), AZIMUTH_STEP_DEG * np.arange(n),
+                     bool((states_dn[:, i0 + a, j0 + b] >= FULL_SCALE_DN).any()),
+                     approximate=True, background_dn=np.clip(bg, 0, None))
 
 
 def polar_curve(values: np.ndarray, azimuths_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

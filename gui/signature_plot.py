@@ -95,16 +95,23 @@ class SignaturePlot(QtWidgets.QWidget):
         self.curve.setData(x, y)
         self.points.setData(x[:-1], y[:-1])
         m = sig.modulation
-        color = ("#ff5a5a" if m >= imaging.DIRECTIONAL_M else
-                 "#5ac8ff" if m <= imaging.ISOTROPIC_M else "#ffcc33")
-        self.modulation.setText(f"modulation index {m:.2f}: {sig.verdict}")
+        if sig.saturated:  # the words and colour say it first, not a footnote
+            color, words = "#ff9f1a", f"SATURATED: direction unknown (index {m:.2f} " \
+                                      "understated)"
+        else:
+            color = ("#ff5a5a" if m >= imaging.DIRECTIONAL_M else
+                     "#5ac8ff" if m <= imaging.ISOTROPIC_M else "#ffcc33")
+            words = f"modulation index {m:.2f}: {sig.verdict}"
+        self.modulation.setText(words)
         self.modulation.setStyleSheet(f"font-size: 15px; font-weight: bold; color: {color};")
-        sat = "  SATURATED (modulation understated)" if sig.saturated else ""
         approx = "  (from preview; raw stack not in memory)" if sig.approximate else ""
         self.title.setText(f"Physical signature · {where}")
         per_state = "  ".join(f"{a:.0f}°:{v:.0f}" for a, v in zip(sig.azimuths_deg, values,
                                                                    strict=True))
-        self.detail.setText(f"DN above black per state  {per_state}{sat}{approx}")
+        bg = "" if sig.background_dn is None else \
+            f" (background {float(np.median(sig.background_dn)):.0f} DN subtracted)"
+        self.detail.setText(f"DN above the local background per state{bg}  {per_state}"
+                            f"{approx}")
 
     def clear(self) -> None:
         self.signature = None

@@ -132,6 +132,24 @@ def test_signature_tells_directional_from_isotropic():
     assert len(x) == 13 and np.isclose(x[0], x[-1])
 
 
+def test_signature_subtracts_the_local_background_and_says_saturated():
+    """A faint scratch on haze (+20 DN in every state) read "ambiguous" when the haze was
+    counted as signal; a saturated particle read "isotropic" with a footnote."""
+    rng = np.random.default_rng(0)
+    stack = (64 + 20 + rng.normal(0, 1.0, (6, 96, 96))).astype(np.uint16)
+    stack[2, 40:42, :] += 25  # faint, lit by state 2 only
+    faint = imaging.signature_at(stack, 41, 50)
+    assert faint.background_dn is not None and 18 < np.median(faint.background_dn) < 22
+    assert faint.modulation >= imaging.DIRECTIONAL_M, faint.values_dn
+    assert faint.verdict.startswith("directional")
+    lifted = faint.values_dn + faint.background_dn  # what the old, unsubtracted reading saw
+    assert imaging.modulation_index(lifted, imaging.MODULATION_FLOOR_DN) < imaging.DIRECTIONAL_M
+    stack[:, 70:74, 70:74] = 4095  # saturated in every state
+    stack[0, 70:74, 70:74] = 3000
+    sat = imaging.signature_at(stack, 71, 71)
+    assert sat.saturated and sat.verdict == "saturated: direction unknown"
+
+
 # -- the window on the simulated bench ------------------------------------------------------------
 def test_scan_to_verdict_map_table_and_signature(qtbot, own_window, station):
     cfg, rig = station()
@@ -395,10 +413,19 @@ def test_signature_on_a_simulated_recording(qtbot, own_window, tmp_path):
     assert "scratch-like" in win.signature.modulation.text()
     spots = [(int(dd["y_mm"] / ps - origin[0]), int(dd["x_mm"] / ps - origin[1])) for dd in dust]
     spots = [(r, c) for r, c in spots if 0 <= r < SENSOR and 0 <= c < SENSOR]
-    drow, dcol = max(spots, key=lambda rc: stack[:, rc[0], rc[1]].min())  # the brightest dust
+    def brightness(rc):
+        return stack[:, rc[0] - 3:rc[0] + 4, rc[1] - 3:rc[1] + 4].max()
+
+    unsaturated = [rc for rc in spots if brightness(rc) < imaging.FULL_SCALE_DN]
+    drow, dcol = max(unsaturated, key=lambda rc: stack[:, rc[0], rc[1]].min())  # brightest dust
     win.show_signature(drow, dcol)
     assert win.signature.signature.modulation <= imaging.ISOTROPIC_M
     assert "isotropic" in win.signature.modulation.text()
+    saturated = [rc for rc in spots if brightness(rc) >= imaging.FULL_SCALE_DN]
+    if saturated:  # a clipped particle: no direction claimed, in the headline words
+        win.show_signature(*saturated[0])
+        if win.signature.signature.saturated:
+            assert win.signature.modulation.text().startswith("SATURATED: direction unknown")
     win.close()
 
 
