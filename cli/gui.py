@@ -97,6 +97,7 @@ def build_window(args: argparse.Namespace) -> Any:
         win = MainWindow(cfg, rig_factory=rig_factory(cfg),
                          detector_factory=None if args.no_detector else detector_factory(cfg, args.model),
                          out_dir=args.out)
+    win.restore_layout()  # as the operator left it last time
     if args.replay is not None:
         win.open_recording(args.replay)
     return win

@@ -10,6 +10,7 @@ device, h5py, torch or a full-size frame.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,28 @@ log = logging.getLogger(__name__)
 
 KEEP_RAW_STACKS = 2  # full-resolution stacks kept in memory during a scan (signature, zoom)
 STATUS_POLL_MS = 1000
+MAP_MIN_PX = QtCore.QSize(150, 210)  # the sample map's least size: RoI labels stay legible
+
+
+def settings_path() -> Path:
+    """Where the window remembers its geometry and dividers (DARKFIELD_GUI_SETTINGS, default
+    ~/.config/darkfield-station/gui.ini)."""
+    return Path(os.environ.get("DARKFIELD_GUI_SETTINGS")
+                or Path.home() / ".config" / "darkfield-station" / "gui.ini")
+
+
+def _scrolled(widget: QtWidgets.QWidget) -> QtWidgets.QScrollArea:
+    """A panel that scrolls on a short screen instead of making the window taller."""
+    area = QtWidgets.QScrollArea()
+    area.setWidget(widget)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    return area
+
+
+def _settings() -> QtCore.QSettings:
+    return QtCore.QSettings(str(settings_path()), QtCore.QSettings.Format.IniFormat)
 
 
 def sample_mm_of(cfg: StationConfig) -> tuple[float, float, float]:
@@ -74,6 +97,7 @@ class MainWindow(QtWidgets.QMainWindow):
                  detector_factory: Callable[[], Detector] | None = None,
                  out_dir: Path | None = None, max_fps: float = 8.0):
         super().__init__()
+        self.remember_layout = False  # restore_layout() turns it on
         self.cfg = cfg
         self.rig = rig
         self._owns_rig = rig is None  # a rig handed in is closed by whoever made it
@@ -195,14 +219,15 @@ class MainWindow(QtWidgets.QMainWindow):
         dev_lay.addWidget(self.manual)
         dev_lay.addStretch(1)
         self.tabs = QtWidgets.QTabWidget()
-        self.tabs.addTab(dev, "Devices && manual")
+        self.tabs.addTab(_scrolled(dev), "Devices && manual")
         self.tabs.addTab(self.verdict.table, "Shift history")
-        self.tabs.addTab(self.calibration, "Calibration")
+        self.tabs.addTab(_scrolled(self.calibration), "Calibration")
         right_top = QtWidgets.QWidget()
         rt = QtWidgets.QVBoxLayout(right_top)
         rt.setContentsMargins(0, 0, 0, 0)
         rt.addWidget(self.verdict)
         rt.addWidget(self.map, 1)
+        self.map.setMinimumSize(MAP_MIN_PX)  # RoIs large enough to read and click
         right = QtWidgets.QSplitter(Qt.Orientation.Vertical)
         right.addWidget(right_top)
         right.addWidget(self.tabs)
@@ -222,11 +247,32 @@ class MainWindow(QtWidgets.QMainWindow):
         lay.addWidget(main, 1)
         self.setCentralWidget(central)
         self.splitters = (main, left, right, bottom)
+        for splitter in self.splitters:
+            splitter.setChildrenCollapsible(False)  # no panel dragged away to nothing
         self.resize(1600, 1000)
         main.setSizes([1180, 420])
         left.setSizes([600, 330])
-        right.setSizes([620, 330])
+        right.setSizes([560, 390])
         bottom.setSizes([700, 480])
+
+    def restore_layout(self) -> None:
+        """Window geometry and dividers as the operator left them (`settings_path`); from
+        now on they are saved again when the window closes (`main.py gui` does this)."""
+        self.remember_layout = True
+        settings = _settings()
+        geometry = settings.value("window/geometry")
+        if isinstance(geometry, QtCore.QByteArray):
+            self.restoreGeometry(geometry)
+        for i, splitter in enumerate(self.splitters):
+            state = settings.value(f"window/splitter{i}")
+            if isinstance(state, QtCore.QByteArray):
+                splitter.restoreState(state)
+
+    def save_layout(self) -> None:
+        settings = _settings()
+        settings.setValue("window/geometry", self.saveGeometry())
+        for i, splitter in enumerate(self.splitters):
+            settings.setValue(f"window/splitter{i}", splitter.saveState())
 
     def _build_menu(self) -> None:
         file = self.menuBar().addMenu("&File")
@@ -727,6 +773,8 @@ class MainWindow(QtWidgets.QMainWindow):
             event.accept()
             return
         self._closing = True
+        if self.remember_layout:
+            self.save_layout()
         self._poll.stop()
         if self.calibration.running:
             self.calibration.cancel()

@@ -28,6 +28,35 @@ VERDICT_COLORS = {
 HISTORY_ROWS = 500
 
 
+class ElidedLabel(QtWidgets.QLabel):
+    """One line that ends in "…" when the panel is narrower than its text (the whole text in
+    the tooltip), so a long caption neither widens its panel nor is cut mid-word."""
+
+    def __init__(self, text: str = "", parent: QtWidgets.QWidget | None = None):
+        super().__init__(text, parent)
+        self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored,
+                           QtWidgets.QSizePolicy.Policy.Preferred)
+        self.setMinimumWidth(40)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt name)
+        super().setText(text)
+        self.setToolTip(text)
+
+    def paintEvent(self, event: QtGui.QPaintEvent) -> None:  # noqa: N802 (Qt name)
+        painter = QtGui.QPainter(self)
+        rect = self.contentsRect()
+        text = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight,
+                                             rect.width())
+        painter.setPen(self.palette().color(QtGui.QPalette.ColorRole.WindowText))
+        painter.drawText(rect, int(self.alignment() | Qt.AlignmentFlag.AlignVCenter), text)
+
+    @property
+    def shown_text(self) -> str:
+        """What is painted now (for tests)."""
+        return self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight,
+                                             self.contentsRect().width())
+
+
 # -- verdict -----------------------------------------------------------------------------------
 class VerdictPanel(QtWidgets.QWidget):
     """Large PASS / FAIL, what it was about, and the shift so far."""
@@ -159,7 +188,7 @@ class DetectionsTable(QtWidgets.QWidget):
             header.resizeSection(col, width)
         header.setStretchLastSection(True)
         self.table.selectionModel().selectionChanged.connect(self._on_select)
-        self.caption = QtWidgets.QLabel("Detections")
+        self.caption = ElidedLabel("Detections")
         self.caption.setStyleSheet("font-weight: bold;")
         self.show_cont = QtWidgets.QCheckBox("contaminants")
         self.show_cont.setChecked(True)
@@ -172,15 +201,15 @@ class DetectionsTable(QtWidgets.QWidget):
                                                  singleStep=0.05, suffix=" mm")
         self.speck_mm.setValue(DEFAULT_SPECK_MM)
         self.speck_mm.valueChanged.connect(self._refill)
-        self.caption.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored,
-                                   QtWidgets.QSizePolicy.Policy.Preferred)
-        head = QtWidgets.QHBoxLayout()
-        head.addWidget(self.caption, 1)
+        filters = QtWidgets.QHBoxLayout()
+        filters.addStretch(1)
         for w in (self.show_cont, self.show_specks, self.speck_mm):
-            head.addWidget(w)
+            filters.addWidget(w)
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
-        lay.addLayout(head)
+        lay.setSpacing(2)
+        lay.addWidget(self.caption)
+        lay.addLayout(filters)
         lay.addWidget(self.table, 1)
         self.objects: list[tuple[str, DetectedObject]] = []
         self._lists: tuple[list[DetectedObject], list[DetectedObject], str] = ([], [], "")
@@ -513,6 +542,11 @@ class ErrorPanel(QtWidgets.QFrame):
         lay.addLayout(text, 1)
         lay.addWidget(self.dismiss, 0, Qt.AlignmentFlag.AlignTop)
         self.hide()
+
+    def minimumSizeHint(self) -> QtCore.QSize:  # noqa: N802 (Qt name)
+        """Three lines: the layout gives it the height its text needs at the window's width
+        (height for width), so a long message never makes the window taller than the screen."""
+        return QtCore.QSize(200, 3 * self.fontMetrics().lineSpacing() + 16)
 
     def show_error(self, headline: str, detail: str, action: str) -> None:
         self.headline.setText(headline)

@@ -19,6 +19,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Qt, Signal
 
 from gui import imaging
+from gui.panels import ElidedLabel
 from gui.workers import LoadedRoi, PreviewWorker
 from recordings import DetectedObject
 
@@ -127,10 +128,8 @@ class StackView(QtWidgets.QWidget):
         self.redraws = 0
 
         # header: RoI navigation and display options
-        self.title = QtWidgets.QLabel("no RoI")
+        self.title = ElidedLabel("no RoI")
         self.title.setStyleSheet("font-weight: bold; font-size: 13px;")
-        self.title.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored,
-                                 QtWidgets.QSizePolicy.Policy.Preferred)
         self.title.setMinimumWidth(160)
         self.prev_btn = QtWidgets.QToolButton(text="◀")
         self.next_btn = QtWidgets.QToolButton(text="▶")

@@ -18,6 +18,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # never read or write the user's cache.
 os.environ["DARKFIELD_CACHE_DIR"] = tempfile.mkdtemp(prefix="darkfield-engine-cache-")
 atexit.register(shutil.rmtree, os.environ["DARKFIELD_CACHE_DIR"], ignore_errors=True)
+# ... and one remembered window layout per test session, never the operator's (gui/app.py)
+os.environ["DARKFIELD_GUI_SETTINGS"] = os.path.join(os.environ["DARKFIELD_CACHE_DIR"], "gui.ini")
 
 from rig.config import StationConfig, load_config  # noqa: E402
 

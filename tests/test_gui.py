@@ -598,3 +598,41 @@ def test_specks_are_counted_but_not_listed_by_default(qtbot):
     assert table.row_count() == 3 and "1 speck(s) not listed" in table.caption.text()
     table.show_cont.setChecked(False)
     assert table.row_count() == 1 and table.object_at(0)[0] == "scratch"
+
+
+def test_window_fits_1366_by_768_with_an_error_shown_and_remembers_its_layout(
+        qtbot, own_window, tmp_path, monkeypatch):
+    """The smallest supported screen: the window never asks for more than 1366 x 768 (an
+    error panel used to grow it to 976 px), the sample map stays large enough to click an RoI,
+    long titles are elided, not cut; the layout is restored at the next start."""
+    from rig.stage import StageLimitError
+
+    monkeypatch.setenv("DARKFIELD_GUI_SETTINGS", str(tmp_path / "gui.ini"))
+    win = open_window(qtbot, own_window, load_config())
+    win.resize(1366, 768)
+    win._report_error(StageLimitError("target beyond the stage soft limits: x = 336.166 mm "
+                                      "outside 0.000..200.000 mm (nothing was sent; check the "
+                                      "move or the stage limits in the station config)"))
+    qtbot.waitUntil(lambda: win.error_panel.isVisible(), timeout=2000)
+    QtCore.QCoreApplication.processEvents()
+    hint = win.minimumSizeHint()
+    assert hint.width() <= 1366 and hint.height() <= 768, hint
+    assert win.size() == QtCore.QSize(1366, 768)
+    assert win.map.width() >= 150 and win.map.height() >= 210
+    win.stack.title.setText("RoI 09 (r4 c1) · (66.2, 144.2) mm · a-very-long-recording-name.h5")
+    QtCore.QCoreApplication.processEvents()
+    shown = win.stack.title.shown_text
+    assert shown.endswith("…") or shown == win.stack.title.text()
+    assert win.stack.title.toolTip() == win.stack.title.text()
+    # remembered: the next window (as `main.py gui` builds it) comes back the same
+    win.restore_layout()
+    win.error_panel.clear()
+    QtCore.QCoreApplication.processEvents()
+    win.splitters[1].setSizes([200, 400])  # tiles / table divider, far from its default
+    win.close()
+    again = open_window(qtbot, own_window, load_config())
+    again.restore_layout()
+    QtCore.QCoreApplication.processEvents()
+    assert (tmp_path / "gui.ini").is_file()  # (the offscreen screen clamps the width)
+    tiles, table = again.splitters[1].sizes()
+    assert again.height() == 768 and tiles < table  # by default the tiles get the most

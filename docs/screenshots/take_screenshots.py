@@ -2,14 +2,17 @@
 
 Run under a virtual X server so the window goes through the real xcb platform:
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/screenshots/take_screenshots.py
+    xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python docs/screenshots/take_screenshots.py
 
 It builds the simulated bench (emulated GRBL stage and ring light on pseudo-terminals, rendered
-camera) and the bundled detector, starts an inspection from the window and grabs the X screen:
+camera) and the bundled detector, and for each window size (default 1366 x 768, the smallest
+supported, and 1920 x 1080) scans one sample from the window and grabs the X screen:
 
-- gui-scanning.png: mid-scan, live tiles of the RoI being captured, map filling in;
-- gui-verdict.png: the verdict, a scratch selected in the table and zoomed, its signature;
-- gui-replay.png: the recording reopened in replay with the probability heat map.
+- gui-scanning-WxH.png: mid-scan, live tiles of the RoI being captured, map filling in;
+- gui-paused-WxH.png: the same scan paused at a safe point;
+- gui-verdict-WxH.png: the verdict, a scratch selected in the table and zoomed, its signature;
+- gui-error-WxH.png: a jog beyond the stage travel refused by GRBL, in the error panel;
+- gui-replay-WxH.png: the recording reopened in replay with the probability heat map.
 
 The virtual sample series uses scratch_fraction 1.0 so the pictures show a scratch.
 """
@@ -28,7 +31,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent
-SIZE = (1600, 1000)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--no-detector", action="store_true")
+    ap.add_argument("--sizes", nargs="+", default=["1366x768", "1920x1080"],
+                    help="window sizes, WxH")
     args = ap.parse_args(argv)
     if not os.environ.get("DISPLAY"):
         print("no DISPLAY: run under xvfb-run (see the docstring); using offscreen instead",
@@ -63,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
                      detector_factory=None if args.no_detector else detector_factory(cfg),
                      out_dir=rec_dir)
     win.move(0, 0)
-    win.resize(*SIZE)
     win.show()
 
     def spin(cond=lambda: False, timeout_s: float = 0.3) -> bool:
@@ -75,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.005)
         return True
 
-    def shot(name: str) -> Path:
+    size = ""
+
+    def shot(what: str) -> Path:
+        name = f"gui-{what}-{size}.png"
         win.stack.flush_now()
         spin(timeout_s=0.4)
         screen = app.primaryScreen()
@@ -98,67 +104,89 @@ def main(argv: list[str] | None = None) -> int:
     if not spin(lambda: win.rig is not None or bool(win.rig_error), 180) or win.rig is None:
         print(f"error: simulated rig not available: {win.rig_error}", file=sys.stderr)
         return 2
-    spin(lambda: win.ready or bool(win.rig_error), 300)
-    win.controls.auto_id.setChecked(False)
-    win.controls.sample_id.setText("DEMO-0001")
-    win.controls.start_btn.click()
 
-    # mid-scan: RoIs captured and some already judged, the newest RoI's tiles on screen
-    def mid_scan() -> bool:
-        ls = win.live_sample
-        return (ls is not None and ls.scanning and len(ls.recorded) >= 5
-                and sum(st in ("clean", "scratch") for st in ls.states.values()) >= 2
-                and win.stack.current is not None)
+    def scan_and_shoot(sample_id: str) -> None:
+        win.controls.auto_id.setChecked(False)
+        win.controls.sample_id.setText(sample_id)
+        win.controls.start_btn.click()
 
-    spin(mid_scan, 900)
-    shot("gui-scanning.png")
+        # mid-scan: RoIs captured and some already judged, the newest RoI's tiles on screen
+        def mid_scan() -> bool:
+            ls = win.live_sample
+            return (ls is not None and ls.scanning and len(ls.recorded) >= 5
+                    and sum(st in ("clean", "scratch") for st in ls.states.values()) >= 2
+                    and win.stack.current is not None)
 
-    spin(lambda: not win.scanning and win.last_result is not None, 1800)
-    result = win.last_result
-    print(result.summary_line())
-    scratches = [o for k, o in win.table.objects if k == "scratch"]
-    if scratches:
-        obj = max(scratches, key=lambda o: o.score)
-        win.select_object("scratch", obj)
-        spin(lambda: win.stack.current is not None and win.stack.roi_index == obj.roi
-             and win.stack.current.stack is not None, 60)
-        win.stack.select_box(obj.box_px)
-        stack = win.stack.current.stack
-        r0, c0, r1, c1 = obj.box_px
-        peak = np.asarray(stack[:, r0:r1, c0:c1]).max(axis=0)
-        i, j = np.unravel_index(int(np.argmax(peak)), peak.shape)
-        win.show_signature(r0 + i, c0 + j)
-        spin(lambda: win.stack.detail_shown, 10)
-    shot("gui-verdict.png")
-
-    win.open_recording(result.recording)
-    spin(lambda: win.sample is not None and not win.sample.live and win.stack.current
-         is not None, 60)
-    if scratches:  # the scratch's surroundings with the probability heat map, and a dust
-        win.stack.show_heat.setChecked(True)  # signature to contrast with the scratch's
-        win.select_object("scratch", obj)
-        spin(lambda: win.stack.roi_index == obj.roi and win.stack.current is not None
-             and win.stack.current.stack is not None, 60)
-        r0, c0, r1, c1 = obj.box_px
-        side = 1400
-        win.stack.tiles["0"].vb.setRange(QtCore.QRectF((c0 + c1 - side) / 2, (r0 + r1 - side) / 2,
-                                                       side, side), padding=0)
-        stack = win.stack.current.stack
-        dust = [o for k, o in win.table.objects if k == "contaminant" and o.roi == obj.roi]
-        if dust:
-            def peak(o):
-                a0, b0, a1, b1 = o.box_px
-                return np.asarray(stack[:, a0:a1, b0:b1]).min(axis=0).max()
-
-            d = max(dust, key=peak)
-            a0, b0, a1, b1 = d.box_px
-            crop = np.asarray(stack[:, a0:a1, b0:b1]).min(axis=0)
-            i, j = np.unravel_index(int(np.argmax(crop)), crop.shape)
-            win.show_signature(a0 + i, b0 + j)
+        spin(mid_scan, 900)
+        shot("scanning")
+        win.controls.pause_btn.click()
+        spin(lambda: win.verdict.text == "PAUSED", 60)
         spin(timeout_s=1.0)
-    win.tabs.setCurrentIndex(1)
-    spin(timeout_s=1.0)
-    shot("gui-replay.png")
+        shot("paused")
+        win.controls.pause_btn.click()  # resume
+
+        spin(lambda: not win.scanning and win.last_result is not None, 1800)
+        result = win.last_result
+        print(result.summary_line())
+        scratches = [o for k, o in win.table.objects if k == "scratch"]
+        if scratches:
+            obj = max(scratches, key=lambda o: o.score)
+            win.select_object("scratch", obj)
+            spin(lambda: win.stack.current is not None and win.stack.roi_index == obj.roi
+                 and win.stack.current.stack is not None, 60)
+            win.stack.select_box(obj.box_px)
+            stack = win.stack.current.stack
+            r0, c0, r1, c1 = obj.box_px
+            peak = np.asarray(stack[:, r0:r1, c0:c1]).max(axis=0)
+            i, j = np.unravel_index(int(np.argmax(peak)), peak.shape)
+            win.show_signature(r0 + i, c0 + j)
+            spin(lambda: win.stack.detail_shown, 10)
+        shot("verdict")
+
+        x_max = cfg.stage.x_limits_mm[1]
+        win._jog(x_max + 50.0, 0.0)  # beyond the travel: GRBL's own refusal, in plain words
+        spin(lambda: win.error_panel.isVisible(), 30)
+        spin(timeout_s=0.5)
+        shot("error")
+        win.error_panel.clear()
+
+        win.open_recording(result.recording)
+        spin(lambda: win.sample is not None and not win.sample.live and win.stack.current
+             is not None, 60)
+        if scratches:  # the scratch's surroundings with the probability heat map, and a dust
+            win.stack.show_heat.setChecked(True)  # signature to contrast with the scratch's
+            win.select_object("scratch", obj)
+            spin(lambda: win.stack.roi_index == obj.roi and win.stack.current is not None
+                 and win.stack.current.stack is not None, 60)
+            r0, c0, r1, c1 = obj.box_px
+            side = 1400
+            win.stack.lead.setRange(QtCore.QRectF((c0 + c1 - side) / 2, (r0 + r1 - side) / 2,
+                                                           side, side), padding=0)
+            stack = win.stack.current.stack
+            dust = [o for k, o in win.table.objects if k == "contaminant" and o.roi == obj.roi]
+            if dust:
+                def peak(o):
+                    a0, b0, a1, b1 = o.box_px
+                    return np.asarray(stack[:, a0:a1, b0:b1]).min(axis=0).max()
+
+                d = max(dust, key=peak)
+                a0, b0, a1, b1 = d.box_px
+                crop = np.asarray(stack[:, a0:a1, b0:b1]).min(axis=0)
+                i, j = np.unravel_index(int(np.argmax(crop)), crop.shape)
+                win.show_signature(a0 + i, b0 + j)
+            spin(timeout_s=1.0)
+        win.tabs.setCurrentIndex(1)
+        spin(timeout_s=1.0)
+        shot("replay")
+        win.tabs.setCurrentIndex(0)
+        win.stack.show_heat.setChecked(False)
+
+    spin(lambda: win.ready or bool(win.rig_error), 300)
+    for n, size in enumerate(args.sizes, start=1):
+        win.resize(*(int(v) for v in size.lower().split("x")))
+        win.back_to_live()
+        spin(timeout_s=0.5)
+        scan_and_shoot(f"DEMO-{n:04d}")
     win.close()
     shutil.rmtree(rec_dir, ignore_errors=True)
     return 0
